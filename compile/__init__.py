@@ -1,0 +1,21 @@
+"""Build host side of edgeboost: XGBoost booster -> C -> per-target libraries -> bundle.
+
+Needs the ``compile`` extra (xgboost-cpu, treelite, tl2cgen, numpy).
+"""
+
+from .bundle import ALL_TARGETS, compile_bundle, resolve_targets
+from .errors import MissingExtraError, ParityError, ToolchainError, UnsupportedModelError
+from .source import OBJECTIVES, SourceModel, load_source_model
+
+__all__ = [
+    "ALL_TARGETS",
+    "OBJECTIVES",
+    "MissingExtraError",
+    "ParityError",
+    "SourceModel",
+    "ToolchainError",
+    "UnsupportedModelError",
+    "compile_bundle",
+    "load_source_model",
+    "resolve_targets",
+]

@@ -1,0 +1,208 @@
+"""Build a bundle: model file -> C -> one library per target -> manifest.json + SHA256SUMS.
+
+The bundle is assembled in a temporary folder next to the destination and moved into place
+only when complete and verified, so a failed build never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from importlib import metadata, resources
+from pathlib import Path
+
+from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, sha256_file
+from edgeboost.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, ModelSource, TargetLibrary
+from edgeboost.runtime.model import Model
+from edgeboost.runtime.targets import TARGETS, host_target
+
+from .errors import ParityError, ToolchainError
+from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
+from .source import SourceModel, load_source_model
+from .tl2cgen_backend import generate_tl2cgen_sources
+from .toolchain import BuiltLibrary, LibraryJob, build_libraries
+
+__all__ = ["ALL_TARGETS", "compile_bundle", "resolve_targets"]
+
+_log = logging.getLogger(__name__)
+ALL_TARGETS = tuple(TARGETS)
+_VERIFY_ROWS = 4096
+
+
+def resolve_targets(names: Sequence[str]) -> tuple[str, ...]:
+    """Expand "host" and "all"; refuse unknown names with the list of known ones."""
+    triples: list[str] = []
+    for name in names:
+        expanded = {"all": ALL_TARGETS, "host": (host_target(),)}.get(name, (name,))
+        for triple in expanded:
+            if triple not in TARGETS:
+                raise ToolchainError(f"unknown target {triple!r}; known: all, host, {', '.join(TARGETS)}")
+            if triple not in triples:
+                triples.append(triple)
+    return tuple(triples)
+
+
+def compile_bundle(
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    targets: Sequence[str] = ("host",),
+    name: str | None = None,
+    jobs: int | None = None,
+    verify: bool = True,
+    keep_sources: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
+
+    ``verify`` checks the host library (when built) against XGBoost on 4,096 probing rows
+    and refuses to write the bundle unless every margin is bit-identical.
+    """
+    say = progress or _log.info
+    out_dir = Path(out_dir)
+    triples = resolve_targets(targets)
+    source = load_source_model(model_path)
+    say(
+        f"loaded {source.path.name}: {source.num_tree} trees, {source.num_feature} features, "
+        f"objective {source.objective}"
+    )
+    _check_destination(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by others
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeboost-build-") as scratch:
+            work = Path(keep_sources) if keep_sources else Path(scratch)
+            generated = generate_tl2cgen_sources(source, work / "c")
+            native_dir = Path(str(resources.files("edgeboost.native")))
+            adapter = native_dir / "tl2cgen_adapter.c"
+            library_jobs = [
+                LibraryJob(
+                    triple=triple,
+                    sources=(*generated.c_files, adapter),
+                    include_dirs=(generated.directory, native_dir),
+                    work_dir=work / "obj" / triple,
+                )
+                for triple in triples
+            ]
+            say(f"compiling {len(generated.c_files)} units for {', '.join(triples)}")
+            built = build_libraries(library_jobs, workers=jobs or os.cpu_count() or 1, progress=say)
+            libraries = {t: _install_library(staging, built[t]) for t in triples}
+        manifest = _manifest(source, name, libraries)
+        _write_manifest(staging, manifest)
+        if verify and host_target() in libraries:
+            manifest = _verify_host(staging, manifest, source, say)
+            _write_manifest(staging, manifest)
+        _replace(out_dir, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for triple, lib in manifest.targets.items():
+        say(f"{triple}: {lib.file} ({lib.size:,} bytes, {lib.build_seconds:.1f} compiler-s)")
+    return manifest
+
+
+def _install_library(staging: Path, built: BuiltLibrary) -> TargetLibrary:
+    relative = f"lib/{built.triple}/libmodel.so"
+    destination = staging / relative
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built.path, destination)
+    return TargetLibrary(
+        file=relative,
+        sha256=sha256_file(destination),
+        size=destination.stat().st_size,
+        compiler=built.compiler,
+        compiler_version=built.compiler_version,
+        flags=built.flags,
+        build_seconds=built.build_seconds,
+    )
+
+
+def _manifest(source: SourceModel, name: str | None, libraries: dict[str, TargetLibrary]) -> Manifest:
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        model=ModelSource(
+            name=name or source.path.stem,
+            file=source.path.name,
+            sha256=source.sha256,
+            format=source.format,
+        ),
+        tools=_tool_versions(),
+        backend="tl2cgen",
+        abi_version=1,
+        objective=source.objective,
+        postprocessor=source.postprocessor,
+        num_feature=source.num_feature,
+        feature_names=source.feature_names,
+        feature_types=source.feature_types,
+        num_target=source.num_target,
+        num_class=source.num_class,
+        num_output=source.num_output,
+        base_score=source.base_score,
+        threshold_type="float32",
+        num_tree=source.num_tree,
+        targets=libraries,
+    )
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("edgeboost", "xgboost-cpu", "xgboost", "treelite", "tl2cgen"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _write_manifest(staging: Path, manifest: Manifest) -> None:
+    (staging / MANIFEST_NAME).write_text(manifest.to_json())
+    digests = {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}
+    digests.update({lib.file: lib.sha256 for lib in manifest.targets.values()})
+    (staging / CHECKSUMS_NAME).write_text(format_checksums(digests))
+
+
+def _verify_host(
+    staging: Path, manifest: Manifest, source: SourceModel, say: Callable[[str], None]
+) -> Manifest:
+    triple = host_target()
+    model = Model.load(staging, target=triple)
+    rows = parity_rows(source, _VERIFY_ROWS, seed=0)
+    margin, value = reference_predictions(source.booster(), rows)
+    report = compare_outputs(
+        {"margin": model.predict(rows, margin=True), "value": model.predict(rows)},
+        {"margin": margin, "value": value},
+        label=xgboost_label(),
+    )
+    if not report.exact:
+        raise ParityError(
+            f"{triple} library disagrees with XGBoost on {report.margin_mismatched_rows} of "
+            f"{report.rows} rows (max margin difference {report.max_abs_margin_difference:.3g}, "
+            f"max {report.max_ulp_transformed} ULP after the transform); bundle not written"
+        )
+    say(f"verified {triple} against {report.reference}: {report.rows} rows, margins bit-identical")
+    targets = dict(manifest.targets)
+    targets[triple] = replace(targets[triple], parity=report.as_dict())
+    return replace(manifest, targets=targets)
+
+
+def _check_destination(out_dir: Path) -> None:
+    """Only ever replace an earlier bundle or an empty folder, never someone's files."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).exists():
+        raise ToolchainError(f"{out_dir} exists and is not a bundle; refusing to overwrite it")
+
+
+def _replace(out_dir: Path, staging: Path) -> None:
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out_dir)

@@ -1,0 +1,119 @@
+"""The ``edgeboost`` command. Each subcommand imports only what it needs, so that
+``edgeboost predict``/``serve`` work on a device that has nothing but cffi."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s" if args.command in ("compile", "train") else "%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from edgeboost.runtime.exceptions import EdgeboostError
+
+    try:
+        result: int = args.handler(args)
+        return result
+    except EdgeboostError as exc:
+        print(f"edgeboost {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"edgeboost {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(
+            f"edgeboost {args.command}: error: {exc}\n"
+            "hint: host-side commands need extras: pip install 'edgeboost[compile]' (or [train])",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeboost", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a reference model from its raw data")
+    train.add_argument("dataset", choices=["wine-quality"])
+    train.add_argument("--data", required=True, type=Path, help="folder with the raw UCI CSVs")
+    train.add_argument("-o", "--output", required=True, type=Path, help="model file (.json/.ubj)")
+    train.add_argument("--trials", type=int, default=None, help="tuning trials (default: full search)")
+    train.add_argument("--seed", type=int, default=2, help="seed for tuning and training")
+    train.set_defaults(handler=_train)
+
+    comp = commands.add_parser("compile", help="compile an XGBoost model into a bundle")
+    comp.add_argument("model", type=Path, help="XGBoost model (.json or .ubj)")
+    comp.add_argument("-o", "--output", required=True, type=Path, help="bundle folder")
+    comp.add_argument(
+        "--target",
+        action="append",
+        help="host (default), all, or a triple; repeat for several",
+    )
+    comp.add_argument("--name", help="model name recorded in the manifest (default: file stem)")
+    comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
+    comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")
+    comp.add_argument("--keep-sources", type=Path, help="keep the generated C in this folder")
+    comp.set_defaults(handler=_compile)
+
+    pred = commands.add_parser("predict", help="predict rows from a JSON file with a bundle")
+    pred.add_argument("bundle", type=Path)
+    pred.add_argument(
+        "input",
+        help="JSON file ('-' for stdin): a list of objects keyed by feature name, "
+        "a list of arrays in model order, or a Lambda-style event",
+    )
+    pred.add_argument("--margin", action="store_true", help="raw scores, no transform")
+    pred.add_argument("--target", help="load the library of this target (default: this machine)")
+    pred.set_defaults(handler=_predict)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from edgeboost.compile.train import train_wine_quality
+
+    report = train_wine_quality(args.data, args.output, trials=args.trials, seed=args.seed)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from edgeboost.compile import compile_bundle
+
+    compile_bundle(
+        args.model,
+        args.output,
+        targets=args.target or ["host"],
+        name=args.name,
+        jobs=args.jobs,
+        verify=not args.no_verify,
+        keep_sources=args.keep_sources,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(args.output)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from edgeboost.runtime import Model, strict_json
+    from edgeboost.runtime.lambda_handler import decode_event
+
+    raw = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
+    document: Any = strict_json.loads(raw)
+    rows = decode_event(document) if isinstance(document, dict) else document
+    model = Model.load(args.bundle, target=args.target)
+    print(json.dumps(model.predict(rows, margin=args.margin)))
+    return 0

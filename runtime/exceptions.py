@@ -1,0 +1,85 @@
+"""Every error edgeboost raises, in one tree.
+
+::
+
+    EdgeboostError                  root; never raised itself
+    ├── BundleError                 a bundle cannot be used as it is on disk
+    │   ├── ManifestError           manifest.json is missing, unreadable or malformed
+    │   ├── IntegrityError          a file's sha256 differs from the one recorded for it
+    │   ├── MetadataMismatchError   the library disagrees with the manifest
+    │   └── NoLibraryForPlatformError  the bundle has no library for this machine
+    ├── NativeError                 the native library returned an error code
+    ├── InputError                  rows handed to predict() are not usable (also ValueError)
+    │   └── FeatureNameError        named features do not match the model's feature names
+    ├── RequestError                a serving request is malformed (carries a stable code)
+    └── (compile side, in edgeboost.compile.errors)
+        ├── UnsupportedModelError   the booster uses something edgeboost does not support
+        ├── ToolchainError          a compiler is missing or failed
+        └── ParityError             the built library disagrees with XGBoost
+
+Messages say what was expected and what was found, and name the file involved.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleError",
+    "EdgeboostError",
+    "FeatureNameError",
+    "InputError",
+    "IntegrityError",
+    "ManifestError",
+    "MetadataMismatchError",
+    "NativeError",
+    "NoLibraryForPlatformError",
+    "RequestError",
+]
+
+
+class EdgeboostError(Exception):
+    """Root of every edgeboost error. Catch this to catch them all."""
+
+
+class BundleError(EdgeboostError):
+    """A bundle on disk cannot be used."""
+
+
+class ManifestError(BundleError):
+    """manifest.json is missing, unreadable, or does not follow the schema."""
+
+
+class IntegrityError(BundleError):
+    """A file's content differs from the sha256 recorded for it."""
+
+
+class MetadataMismatchError(BundleError):
+    """The native library's own metadata disagrees with the manifest."""
+
+
+class NoLibraryForPlatformError(BundleError):
+    """The bundle holds no library for the machine the runtime runs on."""
+
+
+class NativeError(EdgeboostError):
+    """The native library returned a non-zero status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"native predict failed with status {status}: {message}")
+        self.status = status
+
+
+class InputError(EdgeboostError, ValueError):
+    """Rows handed to ``predict`` cannot be turned into a float32 matrix of the right width."""
+
+
+class FeatureNameError(InputError):
+    """Rows given as objects do not carry exactly the model's feature names."""
+
+
+class RequestError(EdgeboostError):
+    """A serving request cannot be answered; ``code`` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,204 @@
+"""Turn what a caller hands to ``predict`` into one dense float32 row-major buffer.
+
+Accepted, fastest first:
+- a C-contiguous float32 numpy array of shape (n, num_feature): passed to C without a copy;
+- any other numeric numpy array, or a pandas DataFrame (columns matched by name): converted;
+- ``array.array`` ('f' without a copy, other numeric typecodes converted) or a ``memoryview``
+  of floats, flat and row-major, n * num_feature long;
+- a sequence of rows, each a sequence of numbers in model feature order or a mapping from
+  feature name to number. ``None`` (JSON null) and NaN mean "missing"; bools and strings are
+  refused, never guessed.
+
+numpy is optional: it is only touched when the caller passes a numpy or pandas object.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import FeatureNameError, InputError
+
+__all__ = ["Batch", "to_batch"]
+
+_NUMPY_NUMERIC_KINDS = "fiu"
+# How many names an error message lists before it says "and N more".
+_NAMES_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A dense float32 buffer (numpy array, array.array or memoryview) and its row count."""
+
+    data: Any
+    n_rows: int
+    from_numpy: bool
+
+
+def to_batch(rows: Any, num_feature: int, feature_names: Sequence[str] | None) -> Batch:
+    module = type(rows).__module__.split(".")[0]
+    if module == "numpy":
+        return _from_numpy(rows, num_feature)
+    if module == "pandas":
+        return _from_dataframe(rows, num_feature, feature_names)
+    if isinstance(rows, array):
+        return _from_flat(_as_float32_array(rows), num_feature)
+    if isinstance(rows, memoryview):
+        return _from_memoryview(rows, num_feature)
+    if isinstance(rows, (str, bytes, bytearray)) or not isinstance(rows, Sequence):
+        raise InputError(
+            f"rows must be a sequence of rows, a numpy array or an array.array; "
+            f"got {type(rows).__name__}"
+        )
+    return _from_rows(rows, num_feature, feature_names)
+
+
+def _from_numpy(rows: Any, num_feature: int) -> Batch:
+    import numpy as np
+
+    if rows.dtype.kind not in _NUMPY_NUMERIC_KINDS:
+        raise InputError(f"numpy rows must be numeric; got dtype {rows.dtype}")
+    if rows.ndim != 2:
+        raise InputError(
+            f"numpy rows must be 2-D (n_rows, {num_feature}); got shape {rows.shape}"
+            + (f"; for one row use rows.reshape(1, {num_feature})" if rows.ndim == 1 else "")
+        )
+    if rows.shape[1] != num_feature:
+        raise InputError(f"rows have {rows.shape[1]} columns; the model has {num_feature} features")
+    _require_rows(rows.shape[0])
+    # No copy when it already is C-contiguous float32 (the C side never writes to it).
+    data = np.ascontiguousarray(rows, dtype=np.float32)
+    return Batch(data, rows.shape[0], from_numpy=True)
+
+
+def _from_dataframe(frame: Any, num_feature: int, feature_names: Sequence[str] | None) -> Batch:
+    if not hasattr(frame, "columns"):
+        raise InputError(f"unsupported pandas object {type(frame).__name__}; pass a DataFrame")
+    names = _require_names(feature_names)
+    _check_names([str(c) for c in frame.columns], names, where="DataFrame columns")
+    try:
+        values = frame[list(names)].to_numpy(dtype="float32")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"DataFrame columns must be numeric: {exc}") from exc
+    return _from_numpy(values, num_feature)
+
+
+def _as_float32_array(values: array) -> array:  # type: ignore[type-arg]
+    if values.typecode == "f":
+        return values
+    if values.typecode in "uw":
+        raise InputError(f"array.array of typecode {values.typecode!r} is text, not numbers")
+    return array("f", values)
+
+
+def _from_memoryview(view: memoryview, num_feature: int) -> Batch:
+    if not view.c_contiguous:
+        raise InputError("memoryview rows must be C-contiguous")
+    if view.format == "f":
+        flat = view.cast("B").cast("f")
+    elif view.format == "d":
+        flat = memoryview(array("f", view.cast("B").cast(view.format)))
+    else:
+        raise InputError(f"memoryview rows must hold floats ('f' or 'd'); got format {view.format!r}")
+    if view.ndim == 2 and view.shape is not None and view.shape[1] != num_feature:
+        raise InputError(f"rows have {view.shape[1]} columns; the model has {num_feature} features")
+    return _from_flat(flat, num_feature)
+
+
+def _from_flat(flat: Any, num_feature: int) -> Batch:
+    n_values = len(flat)
+    if n_values % num_feature:
+        raise InputError(
+            f"a flat buffer must hold n_rows * {num_feature} values; it holds {n_values}"
+        )
+    _require_rows(n_values // num_feature)
+    return Batch(flat, n_values // num_feature, from_numpy=False)
+
+
+def _from_rows(
+    rows: Sequence[Any], num_feature: int, feature_names: Sequence[str] | None
+) -> Batch:
+    _require_rows(len(rows))
+    flat = array("f")
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            names = _require_names(feature_names)
+            if len(row) != num_feature or any(name not in row for name in names):
+                _check_names(list(row), names, where=f"row {i}")
+            flat.extend(_number(row[name], i, name) for name in names)
+        elif isinstance(row, Sequence) and not isinstance(row, (str, bytes, bytearray)):
+            if len(row) != num_feature:
+                raise InputError(f"row {i} has {len(row)} values; the model has {num_feature} features")
+            flat.extend(_number(value, i, j) for j, value in enumerate(row))
+        else:
+            raise InputError(
+                f"row {i} is a {type(row).__name__}; each row must be a list of numbers "
+                "or an object keyed by feature name"
+            )
+    return Batch(flat, len(rows), from_numpy=False)
+
+
+def _number(value: Any, row: int, feature: int | str) -> float:
+    """One cell as float; None means missing. Refuses bools, strings and containers."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return _finite_or_inf(float(value), value, row, feature)
+    if value is None:
+        return math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return _finite_or_inf(float(value), value, row, feature)
+    what = f"{feature!r}" if isinstance(feature, str) else f"{feature}"
+    raise InputError(
+        f"row {row}, feature {what}: expected a number or null, "
+        f"got {type(value).__name__} {_short(value)}"
+    )
+
+
+def _finite_or_inf(as_float: float, value: Any, row: int, feature: int | str) -> float:
+    # Integers beyond float range would silently become inf in C; say so instead.
+    if math.isinf(as_float) and isinstance(value, int):
+        raise InputError(f"row {row}, feature {feature!r}: integer {value} is out of float range")
+    return as_float
+
+
+def _require_rows(n_rows: int) -> None:
+    if n_rows == 0:
+        raise InputError("no rows to predict: give at least one row")
+
+
+def _require_names(feature_names: Sequence[str] | None) -> Sequence[str]:
+    if not feature_names:
+        raise FeatureNameError(
+            "rows were given by feature name, but this model has no feature names; "
+            "give each row as a list of numbers in model order"
+        )
+    return feature_names
+
+
+def _check_names(given: Sequence[str], names: Sequence[str], *, where: str) -> None:
+    known = set(names)
+    seen = set(given)
+    missing = [n for n in names if n not in seen]
+    unknown = [g for g in given if g not in known]
+    problems = []
+    if missing:
+        problems.append(f"missing {_list(missing)}")
+    if unknown:
+        problems.append(f"unknown {_list(unknown)}")
+    if problems:
+        raise FeatureNameError(f"{where}: " + "; ".join(problems) + f" (model features: {_list(names)})")
+
+
+def _list(names: Sequence[Any]) -> str:
+    shown = ", ".join(repr(n) for n in names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return f"[{shown}" + (f", and {more} more]" if more > 0 else "]")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,61 @@
+"""The machines a bundle can carry a library for, and which one this process runs on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+__all__ = ["TARGETS", "Target", "host_target"]
+
+# Lets a user force a choice (for example a 32-bit userland the probe below gets wrong).
+TARGET_ENV_VAR = "EDGEBOOST_TARGET"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    triple: str
+    # Values of platform.machine() a process of this target reports.
+    machines: tuple[str, ...]
+    pointer_bits: int
+    # Greengrass recipe platform keys.
+    greengrass_architecture: str
+    greengrass_architecture_detail: str | None = None
+
+
+TARGETS: dict[str, Target] = {
+    t.triple: t
+    for t in (
+        Target("x86_64-linux-gnu", ("x86_64", "amd64"), 64, "amd64"),
+        Target("aarch64-linux-gnu", ("aarch64", "arm64"), 64, "aarch64"),
+        # A 32-bit userland on a 64-bit kernel reports armv8l, or even aarch64 (see below).
+        Target("armv7-linux-gnueabihf", ("armv7l", "armv8l"), 32, "arm", "armv7l"),
+    )
+}
+
+
+def host_target(machine: str | None = None, pointer_bits: int | None = None) -> str:
+    """Return the triple of the library this Python process can load.
+
+    Raises LookupError with the machine name when no target fits.
+    """
+    forced = os.environ.get(TARGET_ENV_VAR)
+    if forced:
+        if forced not in TARGETS:
+            raise LookupError(f"{TARGET_ENV_VAR}={forced!r} is not one of {sorted(TARGETS)}")
+        return forced
+    machine = (machine or platform.machine()).lower()
+    if pointer_bits is None:
+        pointer_bits = 64 if sys.maxsize > 2**32 else 32
+    # Raspberry Pi OS ships 32-bit userlands on 64-bit kernels: uname says aarch64, but only
+    # an armhf library can be loaded into a 32-bit Python.
+    if machine in ("aarch64", "arm64") and pointer_bits == 32:
+        return "armv7-linux-gnueabihf"
+    for target in TARGETS.values():
+        if machine in target.machines:
+            return target.triple
+    raise LookupError(
+        f"no edgeboost target for machine {machine!r} ({pointer_bits}-bit); "
+        f"known targets: {sorted(TARGETS)}"
+    )
