@@ -17,7 +17,13 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, sha256_file
-from edgeboost.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, ModelSource, TargetLibrary
+from edgeboost.runtime.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    Manifest,
+    ModelSource,
+    TargetLibrary,
+)
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
@@ -41,7 +47,9 @@ def resolve_targets(names: Sequence[str]) -> tuple[str, ...]:
         expanded = {"all": ALL_TARGETS, "host": (host_target(),)}.get(name, (name,))
         for triple in expanded:
             if triple not in TARGETS:
-                raise ToolchainError(f"unknown target {triple!r}; known: all, host, {', '.join(TARGETS)}")
+                raise ToolchainError(
+                    f"unknown target {triple!r}; known: all, host, {', '.join(TARGETS)}"
+                )
             if triple not in triples:
                 triples.append(triple)
     return tuple(triples)
@@ -123,7 +131,9 @@ def _install_library(staging: Path, built: BuiltLibrary) -> TargetLibrary:
     )
 
 
-def _manifest(source: SourceModel, name: str | None, libraries: dict[str, TargetLibrary]) -> Manifest:
+def _manifest(
+    source: SourceModel, name: str | None, libraries: dict[str, TargetLibrary]
+) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
         model=ModelSource(

@@ -48,5 +48,5 @@ class ParityError(EdgeboostError):
 def _tail(text: str, lines: int = 40) -> str:
     kept = text.strip().splitlines()
     if len(kept) > lines:
-        kept = [f"... ({len(kept) - lines} earlier lines)"] + kept[-lines:]
+        kept = [f"... ({len(kept) - lines} earlier lines)", *kept[-lines:]]
     return "\n".join(kept)

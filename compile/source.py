@@ -101,8 +101,8 @@ def load_source_model(path: str | Path) -> SourceModel:
     _check_supported(objective, postprocessor, leaf_shape, booster.feature_types)
 
     num_target = int(header.get_field("num_target")[0])
-    base = np.asarray(header.get_field("base_scores"), dtype=np.float64).reshape(-1)
     num_output = num_target * max(num_class)
+    base = _xgboost_base_margin(booster, int(tl_model.num_feature))
     if base.size != num_output:
         raise UnsupportedModelError(
             f"{path}: {base.size} base scores for {num_output} outputs; cannot place them"
@@ -124,14 +124,39 @@ def load_source_model(path: str | Path) -> SourceModel:
         num_feature=int(tl_model.num_feature),
         num_target=num_target,
         num_class=num_class,
-        # XGBoost keeps the base margin as float32: round once, here, and use it everywhere.
-        base_score=tuple(float(v) for v in base.astype(np.float32)),
+        base_score=tuple(float(v) for v in base),
         feature_names=tuple(booster.feature_names) if booster.feature_names else None,
         feature_types=tuple(booster.feature_types) if booster.feature_types else None,
         num_tree=int(tl_model.num_tree),
         num_leaf=num_leaf,
         treelite_model=tl_model,
     )
+
+
+def _xgboost_base_margin(booster: Any, num_feature: int) -> np.ndarray:
+    """The float32 margin XGBoost starts every row from, as XGBoost itself computes it.
+
+    XGBoost stores base_score in probability space and converts it with float32 math
+    (``-logf(1/p - 1)`` for logistic); Treelite converts in double, which differs by up to a
+    few ULP and would break bit-exactness. So we ask XGBoost: the same model with every leaf
+    set to 0 predicts exactly its base margin. (Removing the trees instead does not work: a
+    tree-less model predicts the untransformed base_score.)
+    """
+    doc = json.loads(bytes(booster.save_raw("json")))
+    gbm = doc["learner"]["gradient_booster"]
+    if gbm.get("name") != "gbtree":
+        raise UnsupportedModelError(f"booster {gbm.get('name')!r} is not supported; use gbtree")
+    for tree in gbm["model"]["trees"]:
+        # A leaf's value lives in split_conditions; its left child is -1.
+        tree["split_conditions"] = [
+            0.0 if left == -1 else value
+            for left, value in zip(tree["left_children"], tree["split_conditions"], strict=True)
+        ]
+    xgb = require("xgboost")
+    zeroed = xgb.Booster(model_file=bytearray(json.dumps(doc).encode()))
+    row = np.zeros((1, num_feature), dtype=np.float32)
+    margin = zeroed.inplace_predict(row, predict_type="margin", missing=np.nan)
+    return np.asarray(margin, dtype=np.float32).reshape(-1)
 
 
 def _reachable_leaves(left: Any, right: Any) -> int:

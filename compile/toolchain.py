@@ -21,7 +21,14 @@ from edgeboost.runtime.targets import TARGETS
 
 from .errors import ToolchainError
 
-__all__ = ["COMMON_FLAGS", "TOOLCHAINS", "BuiltLibrary", "LibraryJob", "Toolchain", "build_libraries"]
+__all__ = [
+    "COMMON_FLAGS",
+    "TOOLCHAINS",
+    "BuiltLibrary",
+    "LibraryJob",
+    "Toolchain",
+    "build_libraries",
+]
 
 _log = logging.getLogger(__name__)
 

@@ -19,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s" if args.command in ("compile", "train") else "%(levelname)s %(name)s: %(message)s",
+        format="%(message)s"
+        if args.command in ("compile", "train")
+        else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     from edgeboost.runtime.exceptions import EdgeboostError
@@ -51,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("dataset", choices=["wine-quality"])
     train.add_argument("--data", required=True, type=Path, help="folder with the raw UCI CSVs")
     train.add_argument("-o", "--output", required=True, type=Path, help="model file (.json/.ubj)")
-    train.add_argument("--trials", type=int, default=None, help="tuning trials (default: full search)")
+    train.add_argument(
+        "--trials", type=int, default=None, help="tuning trials (default: full search)"
+    )
     train.add_argument("--seed", type=int, default=2, help="seed for tuning and training")
     train.set_defaults(handler=_train)
 

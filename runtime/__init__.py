@@ -1,8 +1,8 @@
 """Device side of edgeboost: load a compiled bundle with cffi and predict. Needs only cffi.
 
-    >>> from edgeboost.runtime import Model
-    >>> model = Model.load("build/wine")
-    >>> model.predict([{"alcohol": 11.4, ...}])
+>>> from edgeboost.runtime import Model
+>>> model = Model.load("build/wine")
+>>> model.predict([{"alcohol": 11.4, ...}])
 """
 
 from .exceptions import (

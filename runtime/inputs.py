@@ -103,7 +103,9 @@ def _from_memoryview(view: memoryview, num_feature: int) -> Batch:
     elif view.format == "d":
         flat = memoryview(array("f", view.cast("B").cast(view.format)))
     else:
-        raise InputError(f"memoryview rows must hold floats ('f' or 'd'); got format {view.format!r}")
+        raise InputError(
+            f"memoryview rows must hold floats ('f' or 'd'); got format {view.format!r}"
+        )
     if view.ndim == 2 and view.shape is not None and view.shape[1] != num_feature:
         raise InputError(f"rows have {view.shape[1]} columns; the model has {num_feature} features")
     return _from_flat(flat, num_feature)
@@ -119,9 +121,7 @@ def _from_flat(flat: Any, num_feature: int) -> Batch:
     return Batch(flat, n_values // num_feature, from_numpy=False)
 
 
-def _from_rows(
-    rows: Sequence[Any], num_feature: int, feature_names: Sequence[str] | None
-) -> Batch:
+def _from_rows(rows: Sequence[Any], num_feature: int, feature_names: Sequence[str] | None) -> Batch:
     _require_rows(len(rows))
     flat = array("f")
     for i, row in enumerate(rows):
@@ -132,7 +132,9 @@ def _from_rows(
             flat.extend(_number(row[name], i, name) for name in names)
         elif isinstance(row, Sequence) and not isinstance(row, (str, bytes, bytearray)):
             if len(row) != num_feature:
-                raise InputError(f"row {i} has {len(row)} values; the model has {num_feature} features")
+                raise InputError(
+                    f"row {i} has {len(row)} values; the model has {num_feature} features"
+                )
             flat.extend(_number(value, i, j) for j, value in enumerate(row))
         else:
             raise InputError(
@@ -145,24 +147,25 @@ def _from_rows(
 def _number(value: Any, row: int, feature: int | str) -> float:
     """One cell as float; None means missing. Refuses bools, strings and containers."""
     kind = type(value)
-    if kind is float or kind is int:
-        return _finite_or_inf(float(value), value, row, feature)
+    if kind is float:
+        return value  # type: ignore[no-any-return]
     if value is None:
         return math.nan
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return _finite_or_inf(float(value), value, row, feature)
-    what = f"{feature!r}" if isinstance(feature, str) else f"{feature}"
+    if kind is int or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputError(
+                f"row {row}, feature {_name(feature)}: {_short(value)} is out of float range"
+            ) from None
     raise InputError(
-        f"row {row}, feature {what}: expected a number or null, "
+        f"row {row}, feature {_name(feature)}: expected a number or null, "
         f"got {type(value).__name__} {_short(value)}"
     )
 
 
-def _finite_or_inf(as_float: float, value: Any, row: int, feature: int | str) -> float:
-    # Integers beyond float range would silently become inf in C; say so instead.
-    if math.isinf(as_float) and isinstance(value, int):
-        raise InputError(f"row {row}, feature {feature!r}: integer {value} is out of float range")
-    return as_float
+def _name(feature: int | str) -> str:
+    return repr(feature) if isinstance(feature, str) else str(feature)
 
 
 def _require_rows(n_rows: int) -> None:
@@ -190,7 +193,9 @@ def _check_names(given: Sequence[str], names: Sequence[str], *, where: str) -> N
     if unknown:
         problems.append(f"unknown {_list(unknown)}")
     if problems:
-        raise FeatureNameError(f"{where}: " + "; ".join(problems) + f" (model features: {_list(names)})")
+        raise FeatureNameError(
+            f"{where}: " + "; ".join(problems) + f" (model features: {_list(names)})"
+        )
 
 
 def _list(names: Sequence[Any]) -> str:

@@ -106,7 +106,9 @@ class _Reader:
             raise ManifestError(f"{where}: missing")
         value = self.doc[key]
         # bool is an int subclass; a manifest never means True where it says a number.
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        if isinstance(value, bool) and bool not in (
+            types if isinstance(types, tuple) else (types,)
+        ):
             raise ManifestError(f"{where}: expected {what}, found {value!r}")
         if not isinstance(value, types):
             raise ManifestError(f"{where}: expected {what}, found {type(value).__name__}")
@@ -118,7 +120,9 @@ class _Reader:
     def int(self, key: str, minimum: int = 0) -> int:
         value: int = self._get(key, int, "an integer")
         if value < minimum:
-            raise ManifestError(f"{self.source}: {self.prefix}{key}: must be >= {minimum}, is {value}")
+            raise ManifestError(
+                f"{self.source}: {self.prefix}{key}: must be >= {minimum}, is {value}"
+            )
         return value
 
     def float(self, key: str) -> float:

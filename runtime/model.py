@@ -42,6 +42,8 @@ class Model:
         (ABI version, feature count, output count, threshold type, model hash, backend).
         """
         path = Path(bundle)
+        if not (path / MANIFEST_NAME).is_file():
+            raise ManifestError(f"{path / MANIFEST_NAME}: no manifest; is {path} a bundle?")
         sums = read_checksums(path)
         if MANIFEST_NAME not in sums:
             raise ManifestError(f"{path / CHECKSUMS_NAME}: does not list {MANIFEST_NAME}")

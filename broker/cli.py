@@ -1,0 +1,135 @@
+"""``edgeboost broker`` (and ``python -m edgeboost.broker``): run the local IPC broker.
+
+Each ``--recipe FILE[:TOKEN]`` adds a component with the access control of its recipe; without
+a TOKEN one is generated. The broker prints, per component, the environment a process needs to
+connect as that component, then serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shlex
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from edgeboost.broker.policy import ComponentPolicy
+from edgeboost.broker.recipe import RecipeError, load_recipe_policy
+from edgeboost.broker.server import SOCKET_ENV, TOKEN_ENV, Broker, BrokerError
+from edgeboost.broker.socketfile import SocketPathError
+
+__all__ = ["add_arguments", "main", "parse_recipe_spec", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the broker's options to ``parser`` (a top-level parser or a subcommand's)."""
+    parser.add_argument("--socket", required=True, type=Path, help="Unix socket path to listen on")
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        required=True,
+        metavar="FILE[:TOKEN]",
+        help="component recipe (JSON, or YAML with PyYAML) and its auth token; repeatable",
+    )
+    parser.add_argument(
+        "--ints-stay-ints",
+        action="store_true",
+        help="deliver JSON integers unchanged (the Nucleus turns them into doubles: 7 -> 7.0)",
+    )
+
+
+def parse_recipe_spec(spec: str) -> tuple[Path, str | None]:
+    """Split ``FILE[:TOKEN]``. A spec naming an existing file is all file (paths may hold ':')."""
+    if os.path.exists(spec) or ":" not in spec:
+        return Path(spec), None
+    path, _, token = spec.rpartition(":")
+    return Path(path), token or None
+
+
+def _load_components(specs: Sequence[str]) -> dict[str, ComponentPolicy]:
+    components: dict[str, ComponentPolicy] = {}
+    names: set[str] = set()
+    for spec in specs:
+        path, token = parse_recipe_spec(spec)
+        policy = load_recipe_policy(path)
+        if policy.name in names:
+            raise RecipeError(f"component {policy.name} is given twice")
+        token = token or secrets.token_urlsafe(18)
+        if token in components:
+            raise RecipeError(f"token {token!r} is given to two components")
+        names.add(policy.name)
+        components[token] = policy
+    return components
+
+
+def _client_lines(broker: Broker) -> Iterator[str]:
+    yield f"Greengrass IPC broker listening on {broker.socket_path} (Ctrl-C to stop)"
+    for token, policy in broker.components.items():
+        env = broker.client_env(token)
+        assignments = " ".join(f"{key}={shlex.quote(env[key])}" for key in (SOCKET_ENV, TOKEN_ENV))
+        yield f"{policy.name}:\n  {assignments}"
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Stop on SIGTERM the way Ctrl-C does (only possible from the main thread)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted. Returns a process exit code."""
+    try:
+        components = _load_components(args.recipe)
+        broker = Broker(args.socket, components, numbers_as_doubles=not args.ints_stay_ints)
+    except (RecipeError, SocketPathError) as exc:
+        print(f"edgeboost broker: error: {exc}", file=sys.stderr)
+        return 2
+    with _sigterm_as_interrupt():
+        try:
+            broker.start()
+        except (OSError, BrokerError) as exc:
+            print(f"edgeboost broker: error: {exc}", file=sys.stderr)
+            return 1
+        try:
+            for line in _client_lines(broker):
+                print(line, flush=True)
+            broker.wait()
+        except KeyboardInterrupt:
+            logger.info("interrupted, stopping")
+        finally:
+            broker.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m edgeboost.broker``."""
+    parser = argparse.ArgumentParser(prog="python -m edgeboost.broker", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return run(args)

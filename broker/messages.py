@@ -1,0 +1,132 @@
+"""JSON shapes of the pub/sub operations: reading requests and writing subscription events.
+
+Two kinds of bad input fail differently, as in the Nucleus: a request that cannot be
+deserialized into its shape (bad JSON, wrong types, bad base64) raises :class:`MalformedRequest`
+(the client gets a bare InternalServerError); a well-formed request missing a required part
+raises a modeled :class:`ServiceError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgeboost.broker.errors import MalformedRequest, ServiceError
+from edgeboost.broker.rpc import dump_json
+
+__all__ = [
+    "PublishMessage",
+    "as_doubles",
+    "optional_string",
+    "parse_publish_message",
+    "parse_request",
+    "subscription_event",
+]
+
+_NO_MESSAGE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class PublishMessage:
+    """What a PublishToTopic carries: a JSON object, raw bytes, or (oddly, but allowed) both."""
+
+    json_message: Mapping[str, Any] | None = None
+    binary_message: bytes | None = None
+
+
+def parse_request(payload: bytes) -> dict[str, Any]:
+    """The request payload as a JSON object (strict JSON: no NaN or Infinity)."""
+    try:
+        document = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedRequest(f"request payload is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise MalformedRequest("request payload must be a JSON object")
+    return document
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def optional_string(request: Mapping[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedRequest(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def parse_publish_message(raw: Any, *, numbers_as_doubles: bool) -> PublishMessage:
+    """Validate ``publishMessage`` of a PublishToTopic request."""
+    if raw is None:
+        raise ServiceError("publishMessage is required")
+    if not isinstance(raw, dict):
+        raise MalformedRequest("publishMessage must be an object")
+    json_part, binary_part = raw.get("jsonMessage"), raw.get("binaryMessage")
+    if json_part is None and binary_part is None:
+        raise ServiceError("publishMessage must set jsonMessage or binaryMessage")
+    json_message = None
+    if json_part is not None:
+        document = _member_message(json_part, "jsonMessage")
+        if not isinstance(document, dict):
+            # The Nucleus deserializes this field as Map<String, Object>; anything else fails there.
+            raise MalformedRequest("jsonMessage.message must be a JSON object")
+        json_message = as_doubles(document) if numbers_as_doubles else document
+    binary_message = None
+    if binary_part is not None:
+        encoded = _member_message(binary_part, "binaryMessage")
+        if not isinstance(encoded, str):
+            raise MalformedRequest("binaryMessage.message must be a base64 string")
+        binary_message = _decode_base64(encoded)
+    return PublishMessage(json_message, binary_message)
+
+
+def _member_message(part: Any, name: str) -> Any:
+    if not isinstance(part, dict):
+        raise MalformedRequest(f"{name} must be an object")
+    message = part.get("message", _NO_MESSAGE)
+    if message is _NO_MESSAGE or message is None:
+        raise ServiceError(f"{name}.message is required")
+    return message
+
+
+def _decode_base64(encoded: str) -> bytes:
+    # Java's basic decoder: standard alphabet, padding optional.
+    padded = encoded + "=" * (-len(encoded) % 4)
+    try:
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedRequest(f"binaryMessage.message is not valid base64: {exc}") from exc
+
+
+def as_doubles(value: Any) -> Any:
+    """Turn every JSON integer into a float, as the Nucleus's Gson does with ``Map<String,
+    Object>``: a subscriber receives ``{"id": 7.0}`` for a published ``{"id": 7}``."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError as exc:
+            raise MalformedRequest(f"number {value} does not fit a double") from exc
+    if isinstance(value, list):
+        return [as_doubles(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_doubles(item) for key, item in value.items()}
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+def subscription_event(message: PublishMessage, topic: str) -> bytes:
+    """The SubscriptionResponseMessage payload for a message published to ``topic``."""
+    context = {"topic": topic}
+    event: dict[str, Any] = {}
+    if message.json_message is not None:
+        event["jsonMessage"] = {"message": message.json_message, "context": context}
+    if message.binary_message is not None:
+        encoded = base64.b64encode(message.binary_message).decode("ascii")
+        event["binaryMessage"] = {"message": encoded, "context": context}
+    return dump_json(event)

@@ -1,0 +1,112 @@
+"""The two IPC operations the broker implements: SubscribeToTopic and PublishToTopic.
+
+Checks run in the Nucleus's order: authorization on the requested topic first, then argument
+validation, so a component that may not use a topic learns nothing more about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgeboost.broker.errors import (
+    InvalidArgumentsError,
+    MalformedRequest,
+    ServiceError,
+    UnauthorizedError,
+)
+from edgeboost.broker.messages import optional_string, parse_publish_message, subscription_event
+from edgeboost.broker.policy import ComponentPolicy
+from edgeboost.broker.pubsub import (
+    RECEIVE_ALL_MESSAGES,
+    RECEIVE_MESSAGES_FROM_OTHERS,
+    EventSink,
+    PubSubHub,
+    Subscription,
+)
+from edgeboost.broker.topics import is_wildcard_filter, publish_topic_has_wildcard
+
+__all__ = [
+    "OPERATIONS",
+    "PUBLISH_TO_TOPIC",
+    "SUBSCRIBE_TO_TOPIC",
+    "OperationContext",
+    "Reply",
+    "publish_to_topic",
+    "subscribe_to_topic",
+]
+
+SUBSCRIBE_TO_TOPIC = "aws.greengrass#SubscribeToTopic"
+PUBLISH_TO_TOPIC = "aws.greengrass#PublishToTopic"
+_RECEIVE_MODES = (RECEIVE_ALL_MESSAGES, RECEIVE_MESSAGES_FROM_OTHERS)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationContext:
+    """What a handler may use: the caller's identity, the hub, and where its stream's events go."""
+
+    component: ComponentPolicy
+    hub: PubSubHub
+    sink: EventSink
+    stream_id: int
+    numbers_as_doubles: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The first (response) message of a stream. With a ``subscription`` the stream stays open
+    and the session registers it after sending the response; without one it is terminated."""
+
+    model_type: str
+    payload: Mapping[str, Any]
+    subscription: Subscription | None = None
+
+
+def _authorize(context: OperationContext, operation: str, topic: str) -> None:
+    if not context.component.is_authorized(operation, topic):
+        raise UnauthorizedError(context.component.denial(operation, topic))
+
+
+def subscribe_to_topic(context: OperationContext, request: Mapping[str, Any]) -> Reply:
+    topic = optional_string(request, "topic")
+    mode = optional_string(request, "receiveMode")
+    if mode is not None and mode not in _RECEIVE_MODES:
+        raise MalformedRequest(
+            f"receiveMode must be one of {', '.join(_RECEIVE_MODES)}, got {mode!r}"
+        )
+    if not topic:
+        raise InvalidArgumentsError("Subscribe topic must not be empty")
+    _authorize(context, SUBSCRIBE_TO_TOPIC, topic)
+    if mode is None:
+        # The Nucleus's default: wildcard filters do not echo the subscriber's own messages.
+        mode = RECEIVE_MESSAGES_FROM_OTHERS if is_wildcard_filter(topic) else RECEIVE_ALL_MESSAGES
+    subscription = Subscription(
+        context.component.name, topic, mode, context.sink, context.stream_id
+    )
+    return Reply("aws.greengrass#SubscribeToTopicResponse", {}, subscription)
+
+
+def publish_to_topic(context: OperationContext, request: Mapping[str, Any]) -> Reply:
+    topic = optional_string(request, "topic")
+    if topic is None:
+        raise InvalidArgumentsError("Publish topic must not be null")
+    # Shape errors (MalformedRequest) surface before authorization, missing parts after it.
+    try:
+        message = parse_publish_message(
+            request.get("publishMessage"), numbers_as_doubles=context.numbers_as_doubles
+        )
+    except ServiceError:
+        _authorize(context, PUBLISH_TO_TOPIC, topic)
+        raise
+    _authorize(context, PUBLISH_TO_TOPIC, topic)
+    if publish_topic_has_wildcard(topic):
+        raise InvalidArgumentsError("Publish topic must not contain a wildcard.")
+    context.hub.publish(topic, context.component.name, subscription_event(message, topic))
+    return Reply("aws.greengrass#PublishToTopicResponse", {})
+
+
+OPERATIONS: Mapping[str, Callable[[OperationContext, Mapping[str, Any]], Reply]] = {
+    SUBSCRIBE_TO_TOPIC: subscribe_to_topic,
+    PUBLISH_TO_TOPIC: publish_to_topic,
+}

@@ -1,0 +1,256 @@
+"""The broker: a Unix-socket server speaking Greengrass IPC, run on its own event loop thread.
+
+Typical use in a test::
+
+    components = {"tok-a": load_recipe_policy("a.json"), "tok-b": ComponentPolicy.allow_all("B")}
+    with Broker(tmp_path / "ipc.sock", components) as broker:
+        env = broker.client_env("tok-a")  # the socket path and SVCUID for component A
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+from edgeboost.broker.policy import ComponentPolicy
+from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
+from edgeboost.broker.session import ClientSession, SessionOptions
+from edgeboost.broker.socketfile import (
+    check_socket_path,
+    claim_socket_path,
+    release_socket_path,
+    socket_identity,
+)
+
+__all__ = ["SOCKET_ENV", "TOKEN_ENV", "Broker", "BrokerError"]
+
+logger = logging.getLogger(__name__)
+
+SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+TOKEN_ENV = "SVCUID"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not start, or was used in the wrong state."""
+
+
+class Broker:
+    """A local stand-in for the Nucleus's IPC pub/sub.
+
+    ``components`` maps each auth token (what a component gets as ``SVCUID``) to that
+    component's policy. ``max_pending_frames`` bounds each client's unsent frames; a client that
+    falls further behind is disconnected rather than allowed to slow the others down.
+    ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into doubles on the way
+    through (``7`` arrives as ``7.0``); turn it off only to test code that must not care.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        components: Mapping[str, ComponentPolicy],
+        *,
+        max_pending_frames: int = 1024,
+        numbers_as_doubles: bool = True,
+        flush_timeout: float = 2.0,
+    ) -> None:
+        self._path = os.path.abspath(os.fspath(socket_path))
+        check_socket_path(self._path)
+        for token, policy in components.items():
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"auth tokens must be non-empty strings, got {token!r}")
+            if not isinstance(policy, ComponentPolicy):
+                raise TypeError(
+                    f"token {token!r} must map to a ComponentPolicy, got {type(policy).__name__}"
+                )
+        if max_pending_frames < 1:
+            raise ValueError("max_pending_frames must be at least 1")
+        self._components = dict(components)
+        self._max_pending_frames = max_pending_frames
+        self._numbers_as_doubles = numbers_as_doubles
+        self._flush_timeout = flush_timeout
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._hub = PubSubHub()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> str:
+        return self._path
+
+    @property
+    def running(self) -> bool:
+        return self._ready.is_set() and not self._stopped.is_set()
+
+    @property
+    def components(self) -> Mapping[str, ComponentPolicy]:
+        """Auth token -> component policy, as given."""
+        return dict(self._components)
+
+    def client_env(self, token: str) -> dict[str, str]:
+        """The environment variables a component needs to reach this broker with ``token``."""
+        if token not in self._components:
+            raise KeyError(f"unknown auth token {token!r}")
+        return {SOCKET_ENV: self._path, TOKEN_ENV: token}
+
+    def subscriptions(self) -> list[SubscriptionInfo]:
+        """The live subscriptions right now (from any thread)."""
+        return list(self._hub.view)
+
+    def wait_for_subscriptions(
+        self, predicate: Callable[[list[SubscriptionInfo]], bool], timeout: float = 5.0
+    ) -> list[SubscriptionInfo]:
+        """Block until ``predicate(subscriptions)`` holds, for example after a client closed a
+        stream; raise TimeoutError otherwise. Woken by changes, not by polling."""
+        deadline = time.monotonic() + timeout
+        with self._hub.changed:
+            while not predicate(list(self._hub.view)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"subscriptions did not reach the expected state: {self._hub.view}"
+                    )
+                self._hub.changed.wait(remaining)
+            return list(self._hub.view)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> Broker:
+        """Listen on the socket from a background thread; return once clients can connect."""
+        with self._lock:
+            if self._thread is not None:
+                raise BrokerError(f"the broker on {self._path} is already running")
+            self._hub = PubSubHub()
+            self._loop = self._stop_event = None
+            self._startup_error = None
+            for flag in (self._stop_requested, self._ready, self._stopped):
+                flag.clear()
+            thread = threading.Thread(
+                target=self._thread_main, name="edgeboost-broker", daemon=True
+            )
+            self._thread = thread
+        thread.start()
+        if not self._ready.wait(timeout):
+            self.stop(timeout)
+            raise BrokerError(f"the broker did not start within {timeout} s")
+        if self._startup_error is not None:
+            thread.join()
+            with self._lock:
+                self._thread = None
+            raise self._startup_error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection, stop listening and remove the socket file. Idempotent."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
+        self._request_stop()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise BrokerError(f"the broker did not stop within {timeout} s")
+        with self._lock:
+            self._thread = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the broker has stopped; False on timeout. Ctrl-C interrupts it."""
+        return self._stopped.wait(timeout)
+
+    def serve_forever(self) -> None:
+        """Run in the foreground until :meth:`stop` is called from elsewhere or Ctrl-C."""
+        self.start()
+        try:
+            self.wait()
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _request_stop(self) -> None:
+        self._stop_requested.set()
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already finished
+                loop.call_soon_threadsafe(event.set)
+
+    # -- the event loop thread ------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            if self._ready.is_set():
+                logger.exception("the broker on %s failed", self._path)
+            else:
+                self._startup_error = exc
+        finally:
+            self._ready.set()
+            self._stopped.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
+        options = SessionOptions(
+            components=self._components,
+            hub=self._hub,
+            max_pending_frames=self._max_pending_frames,
+            numbers_as_doubles=self._numbers_as_doubles,
+            flush_timeout=self._flush_timeout,
+        )
+        sessions: set[asyncio.Task[None]] = set()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self._stop_requested.is_set():
+                writer.close()
+                await writer.wait_closed()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            sessions.add(task)
+            try:
+                await ClientSession(reader, writer, options).run()
+            except asyncio.CancelledError:
+                pass  # broker shutdown; ending "cancelled" trips a 3.11 asyncio.streams bug
+            finally:
+                sessions.discard(task)
+
+        claim_socket_path(self._path)
+        server = await asyncio.start_unix_server(on_client, path=self._path)
+        identity = socket_identity(self._path)
+        logger.info("Greengrass IPC broker listening on %s", self._path)
+        self._ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            server.close()
+            for task in list(sessions):
+                task.cancel()
+            await asyncio.gather(*sessions, return_exceptions=True)
+            await server.wait_closed()
+            release_socket_path(self._path, identity)
+            logger.info("Greengrass IPC broker on %s stopped", self._path)

@@ -1,0 +1,174 @@
+"""Parity with XGBoost on the host target: margins bit-identical, transforms within 1 ULP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgeboost.compile import load_source_model
+from edgeboost.compile.parity import (
+    ParityReport,
+    compare_outputs,
+    max_ulp_difference,
+    parity_rows,
+    reference_predictions,
+    split_thresholds,
+)
+from edgeboost.runtime import Model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import OLD_MODEL_EXPECTED, SHIPPED_MODEL
+from .zoo import OBJECTIVES, train
+
+HYPOTHESIS_BATCHES = 100
+HYPOTHESIS_ROWS_PER_BATCH = 128  # 100 x 128 = 12,800 rows per model
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="session")
+def zoo(zoo_dir: Path, compile_once: Callable[..., Path]) -> Callable[[str], tuple[Path, Path]]:
+    """zoo(name) -> (model file, bundle), trained and compiled once per session."""
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in made:
+            suffix = ".ubj" if name == "binary_logistic" else ".json"  # one UBJSON model too
+            model = train(name, zoo_dir, suffix=suffix)
+            made[name] = (model, compile_once(model, f"zoo-{name}"))
+        return made[name]
+
+    return get
+
+
+def _report(model: Model, booster: Any, rows: np.ndarray) -> ParityReport:
+    margin, value = reference_predictions(booster, rows)
+    return compare_outputs(
+        {"margin": model.predict(rows, margin=True), "value": model.predict(rows)},
+        {"margin": margin, "value": value},
+        label="xgboost",
+    )
+
+
+def test_old_deployed_model_gives_the_recorded_predictions(
+    old_bundle: Path, shared_data: Path
+) -> None:
+    model = Model.load(old_bundle)
+    samples = json.loads((shared_data / "samples.json").read_text())
+    assert model.predict(samples) == OLD_MODEL_EXPECTED
+
+
+def test_old_model_whole_wine_table_bit_identical(old_bundle: Path, shared_data: Path) -> None:
+    header, *lines = (shared_data / "wine_concat.csv").read_text().splitlines()
+    names = header.split(",")
+    features = [n for n in names if n not in ("quality", "color")]
+    rows = np.array(
+        [
+            [float(v) for n, v in zip(names, line.split(","), strict=True) if n in features]
+            + [float(line.endswith("red")), float(line.endswith("white"))]
+            for line in lines
+        ],
+        dtype=np.float32,
+    )
+    assert rows.shape == (5320, 13)
+    booster = load_source_model(shared_data / "xgboost_wine_quality.json").booster()
+    report = _report(Model.load(old_bundle), booster, rows)
+    assert report.margin_mismatched_rows == 0, report
+    assert report.max_ulp_transformed == 0, report
+
+
+@pytest.mark.parametrize("name", ["old", "shipped"])
+def test_wine_models_bit_identical_on_probing_rows(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    if name == "old":
+        bundle = request.getfixturevalue("old_bundle")
+        path = request.getfixturevalue("shared_data") / "xgboost_wine_quality.json"
+    else:
+        bundle, path = request.getfixturevalue("shipped_bundle"), SHIPPED_MODEL
+    source = load_source_model(path)
+    rows = parity_rows(source, 50_000, seed=11)
+    report = _report(Model.load(bundle), source.booster(), rows)
+    assert report.margin_mismatched_rows == 0, report
+    assert report.max_ulp_transformed == 0, report
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_objectives_match_xgboost(name: str, zoo: Callable[[str], tuple[Path, Path]]) -> None:
+    path, bundle = zoo(name)
+    model = Model.load(bundle)
+    source = load_source_model(path)
+    report = _report(model, source.booster(), parity_rows(source, 20_000))
+    assert report.margin_mismatched_rows == 0, report
+    assert report.max_ulp_transformed <= 1, report
+    expected_width = {"multi_softprob": 4, "multi_target": 3}.get(name, 1)
+    assert model.num_output == expected_width
+
+
+def _probing_rows(thresholds: dict[int, np.ndarray], num_feature: int) -> st.SearchStrategy:
+    """Rows mixing exact thresholds, their float32 neighbours, NaN, +-inf and any float32."""
+
+    def pick(values: np.ndarray) -> st.SearchStrategy[float]:
+        # Index into the array rather than sampled_from(list): keeps the strategy's repr small.
+        return st.integers(0, values.size - 1).map(lambda i: float(values[i]))
+
+    # Any float32 bit pattern: subnormals, +-0, +-inf and NaNs with any payload.
+    any_float32 = st.integers(0, 2**32 - 1).map(
+        lambda bits: float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+    )
+
+    def cell(j: int) -> st.SearchStrategy[float]:
+        t = thresholds.get(j, np.array([0.0], dtype=np.float32))
+        below = np.nextafter(t, np.float32(-np.inf))
+        above = np.nextafter(t, np.float32(np.inf))
+        special = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+        return st.one_of(pick(t), pick(below), pick(above), special, any_float32)
+
+    row = st.tuples(*(cell(j) for j in range(num_feature)))
+    return st.lists(row, min_size=HYPOTHESIS_ROWS_PER_BATCH, max_size=HYPOTHESIS_ROWS_PER_BATCH)
+
+
+@pytest.mark.parametrize("which", ["shipped", "missing_values"])
+def test_hypothesis_rows_bit_identical(
+    which: str, request: pytest.FixtureRequest, zoo: Callable[[str], tuple[Path, Path]]
+) -> None:
+    if which == "shipped":
+        bundle, path = request.getfixturevalue("shipped_bundle"), SHIPPED_MODEL
+    else:  # a model trained with 15% missing values, so default directions matter
+        path, bundle = zoo("reg_squarederror")
+    source = load_source_model(path)
+    model = Model.load(bundle)
+    booster = source.booster()
+    checked = []
+
+    @settings(
+        max_examples=HYPOTHESIS_BATCHES,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(rows=_probing_rows(split_thresholds(source), source.num_feature))
+    def check(rows: list[tuple[float, ...]]) -> None:
+        batch = np.array(rows, dtype=np.float32)
+        report = _report(model, booster, batch)
+        assert report.margin_mismatched_rows == 0, (report, batch)
+        checked.append(len(batch))
+
+    check()
+    assert sum(checked) >= 10_000
+
+
+def test_ulp_distance_counts_adjacent_floats() -> None:
+    one = np.float32(1.0)
+    assert max_ulp_difference(np.array([one]), np.array([np.nextafter(one, np.float32(2))])) == 1
+    assert max_ulp_difference(np.array([0.0], np.float32), np.array([-0.0], np.float32)) == 0
+    tiny = np.array([np.nextafter(np.float32(0), np.float32(1))])
+    assert max_ulp_difference(-tiny, tiny) == 2

@@ -1,0 +1,292 @@
+"""The runtime: loading and verifying bundles, every accepted input form, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import math
+import shutil
+import threading
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgeboost.runtime import (
+    FeatureNameError,
+    InputError,
+    IntegrityError,
+    ManifestError,
+    MetadataMismatchError,
+    Model,
+    NoLibraryForPlatformError,
+)
+from edgeboost.runtime.integrity import format_checksums, sha256_file
+
+NAMES = ["temp", "humidity", "pressure", "wind speed"]
+
+
+@pytest.fixture(scope="session")
+def named_bundle(
+    tmp_path_factory: pytest.TempPathFactory, compile_once: Callable[..., Path]
+) -> tuple[Path, object]:
+    """A small regressor with feature names, trained with missing values; and its booster."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(800, 4)).astype(np.float32)
+    y = x[:, 0] * 2 - x[:, 3]
+    x[rng.random(x.shape) < 0.1] = np.nan
+    dtrain = xgb.DMatrix(x, label=y, feature_names=NAMES)
+    booster = xgb.train({"max_depth": 4, "seed": 0, "nthread": 1}, dtrain, 25)
+    path = tmp_path_factory.mktemp("named") / "sensors.json"
+    booster.save_model(path)
+    return compile_once(path, "sensors"), booster
+
+
+@pytest.fixture()
+def model(named_bundle: tuple[Path, object]) -> Model:
+    return Model.load(named_bundle[0])
+
+
+def _reference(named_bundle: tuple[Path, object], rows: np.ndarray) -> list[float]:
+    booster = named_bundle[1]
+    out = booster.inplace_predict(rows.astype(np.float32), missing=np.nan)  # type: ignore[attr-defined]
+    return [float(v) for v in out]
+
+
+ROWS = [[0.5, -1.0, 2.0, 0.25], [1.5, None, -0.5, 3.0], [float("nan"), 0.1, 0.2, float("inf")]]
+ROWS_NP = np.array([[math.nan if v is None else v for v in r] for r in ROWS], dtype=np.float32)
+
+
+def test_every_input_form_gives_the_same_predictions(
+    model: Model, named_bundle: tuple[Path, object]
+) -> None:
+    expected = _reference(named_bundle, ROWS_NP)
+    as_dicts = [dict(zip(NAMES, r, strict=True)) for r in ROWS]
+    shuffled = [dict(reversed(list(d.items()))) for d in as_dicts]  # order of keys is irrelevant
+    flat = array("f", ROWS_NP.reshape(-1).tolist())
+    forms = {
+        "numpy float32": model.predict(ROWS_NP).tolist(),
+        "numpy float64": model.predict(ROWS_NP.astype(np.float64)).tolist(),
+        "numpy fortran": model.predict(np.asfortranarray(ROWS_NP)).tolist(),
+        "list of lists": model.predict(ROWS),
+        "list of tuples": model.predict([tuple(r) for r in ROWS]),
+        "list of dicts": model.predict(as_dicts),
+        "shuffled dicts": model.predict(shuffled),
+        "array.array f": model.predict(flat),
+        "array.array d": model.predict(array("d", flat)),
+        "memoryview": model.predict(memoryview(flat)),
+        "memoryview 2-D": model.predict(memoryview(ROWS_NP)),
+    }
+    for form, predictions in forms.items():
+        assert predictions == expected, form
+
+
+def test_numpy_float32_input_is_not_copied(model: Model) -> None:
+    from edgeboost.runtime.inputs import to_batch
+
+    batch = to_batch(ROWS_NP, 4, NAMES)
+    assert batch.data is ROWS_NP
+    flat = array("f", [0.0] * 8)
+    assert to_batch(flat, 4, NAMES).data is flat
+
+
+def test_margin_and_output_types(model: Model) -> None:
+    assert isinstance(model.predict(ROWS), list)
+    assert isinstance(model.predict(ROWS)[0], float)
+    out = model.predict(ROWS_NP, margin=True)
+    assert out.dtype == np.float32 and out.shape == (3,)
+    # identity objective: margin == value
+    assert out.tolist() == model.predict(ROWS)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([[1.0, 2.0, 3.0]], "row 0 has 3 values; the model has 4 features"),
+        ([[1.0, 2.0, 3.0, 4.0, 5.0]], "row 0 has 5 values"),
+        ([[1.0, "2.0", 3.0, 4.0]], "expected a number or null, got str"),
+        ([[1.0, True, 3.0, 4.0]], "got bool"),
+        ([[1.0, [2.0], 3.0, 4.0]], "got list"),
+        ([[1.0, {"x": 1}, 3.0, 4.0]], "got dict"),
+        ([[1.0, 10**400, 3.0, 4.0]], "out of float range"),
+        ([], "no rows"),
+        ("1,2,3,4", "must be a sequence of rows"),
+        (b"\x00\x01", "must be a sequence of rows"),
+        (42, "must be a sequence of rows"),
+        (None, "must be a sequence of rows"),
+        ([1.0, 2.0, 3.0, 4.0], "row 0 is a float"),
+        ([[[1.0, 2.0, 3.0, 4.0]]], "row 0 has 1 values"),
+        ([["a", "b", "c", "d"]], "got str"),
+        (np.zeros(4, dtype=np.float32), "must be 2-D"),
+        (np.zeros((2, 3), dtype=np.float32), "3 columns; the model has 4"),
+        (np.zeros((0, 4), dtype=np.float32), "no rows"),
+        (np.array([["a"] * 4]), "must be numeric"),
+        (np.zeros((1, 4), dtype=bool), "must be numeric"),
+        (np.zeros((1, 4), dtype=object), "must be numeric"),
+        (array("f", [1.0, 2.0, 3.0]), "n_rows * 4 values; it holds 3"),
+        (array("u", "abcd"), "is text"),
+        (memoryview(b"abcd"), "must hold floats"),
+    ],
+)
+def test_bad_input_is_a_clear_error(model: Model, rows: object, message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        model.predict(rows)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"temp": 1, "humidity": 2, "pressure": 3}, "missing \\['wind speed'\\]"),
+        (
+            {"temp": 1, "humidity": 2, "pressure": 3, "wind speed": 4, "rain": 0},
+            "unknown \\['rain'\\]",
+        ),
+        (
+            {"Temp": 1, "humidity": 2, "pressure": 3, "wind speed": 4},
+            "missing \\['temp'\\]; unknown \\['Temp'\\]",
+        ),
+        ({}, "missing \\['temp', 'humidity'"),
+    ],
+)
+def test_named_features_are_matched_by_name_only(model: Model, row: dict, message: str) -> None:
+    with pytest.raises(FeatureNameError, match=message):
+        model.predict([row])
+
+
+def test_null_is_missing_but_nan_text_is_not_a_number(model: Model) -> None:
+    with_none = model.predict([[None, 0.0, 0.0, 0.0]])
+    with_nan = model.predict([[math.nan, 0.0, 0.0, 0.0]])
+    assert with_none == with_nan
+    with pytest.raises(InputError, match="got str"):
+        model.predict([["NaN", 0.0, 0.0, 0.0]])
+
+
+def test_concurrent_predictions_from_threads(model: Model) -> None:
+    rows = np.random.default_rng(5).normal(size=(2000, 4)).astype(np.float32)
+    expected = model.predict(rows)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                results.append(bool(np.array_equal(model.predict(rows), expected)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 160 and all(results)
+
+
+# --- bundle verification --------------------------------------------------------------------
+
+
+@pytest.fixture()
+def bundle_copy(named_bundle: tuple[Path, object], tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(named_bundle[0], copy)
+    return copy
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _library(bundle: Path) -> Path:
+    return next((bundle / "lib").glob("*/libmodel.so"))
+
+
+@pytest.mark.parametrize("offset", [0, 1000, -1])
+def test_a_library_changed_by_one_byte_is_refused(bundle_copy: Path, offset: int) -> None:
+    library = _library(bundle_copy)
+    _flip_byte(library, offset)
+    with pytest.raises(IntegrityError, match=r"libmodel.so: sha256 is .* but manifest.json records"):
+        Model.load(bundle_copy)
+
+
+@pytest.mark.parametrize("offset", [0, 100, -2])
+def test_a_manifest_changed_by_one_byte_is_refused(bundle_copy: Path, offset: int) -> None:
+    _flip_byte(bundle_copy / "manifest.json", offset)
+    with pytest.raises(IntegrityError, match=r"manifest.json: sha256 is .* but SHA256SUMS records"):
+        Model.load(bundle_copy)
+
+
+def _rewrite_manifest(bundle: Path, change: Callable[[dict], None]) -> None:
+    """Edit the manifest and re-seal it, as a careless tool (not corruption) would."""
+    doc = json.loads((bundle / "manifest.json").read_text())
+    change(doc)
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    digests = {"manifest.json": sha256_file(bundle / "manifest.json")}
+    digests.update({t["file"]: t["sha256"] for t in doc["targets"].values()})
+    (bundle / "SHA256SUMS").write_text(format_checksums(digests))
+
+
+def test_a_resealed_manifest_that_lies_about_the_model_is_refused(bundle_copy: Path) -> None:
+    def lie(doc: dict) -> None:
+        doc["num_feature"] = 5
+        doc["feature_names"].append("extra")
+        if doc["feature_types"]:
+            doc["feature_types"].append("float")
+        doc["model"]["sha256"] = "0" * 64
+
+    _rewrite_manifest(bundle_copy, lie)
+    with pytest.raises(MetadataMismatchError) as caught:
+        Model.load(bundle_copy)
+    message = str(caught.value)
+    assert "num_feature: manifest says 5, library says 4" in message
+    assert "model sha256: manifest says '000" in message
+
+
+def test_a_library_from_another_model_is_refused(
+    bundle_copy: Path, tmp_path: Path, compile_once: Callable[..., Path]
+) -> None:
+    import xgboost as xgb
+
+    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    other = xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=x[:, 0], feature_names=NAMES), 3)
+    other.save_model(tmp_path / "other.json")
+    other_library = _library(compile_once(tmp_path / "other.json", "other"))
+    shutil.copyfile(other_library, _library(bundle_copy))
+
+    def adopt(doc: dict) -> None:
+        for target in doc["targets"].values():
+            target["sha256"] = sha256_file(other_library)
+
+    _rewrite_manifest(bundle_copy, adopt)
+    with pytest.raises(MetadataMismatchError, match="model sha256: manifest says"):
+        Model.load(bundle_copy)
+
+
+def test_missing_pieces_are_named(bundle_copy: Path) -> None:
+    (bundle_copy / "SHA256SUMS").unlink()
+    with pytest.raises(ManifestError, match="SHA256SUMS: missing"):
+        Model.load(bundle_copy)
+    with pytest.raises(ManifestError, match="no manifest"):
+        Model.load(bundle_copy / "lib")
+
+
+def test_no_library_for_the_platform(bundle_copy: Path) -> None:
+    with pytest.raises(NoLibraryForPlatformError, match="no library for target aarch64-linux-gnu"):
+        Model.load(bundle_copy, target="aarch64-linux-gnu")
+
+
+def test_malformed_manifest_fields_are_named(bundle_copy: Path) -> None:
+    _rewrite_manifest(bundle_copy, lambda doc: doc.update(num_feature="4"))
+    with pytest.raises(ManifestError, match=r"num_feature: expected an integer, found str"):
+        Model.load(bundle_copy)
+    _rewrite_manifest(bundle_copy, lambda doc: doc.update(num_feature=True))
+    with pytest.raises(ManifestError, match="num_feature: expected an integer, found True"):
+        Model.load(bundle_copy)
+    _rewrite_manifest(bundle_copy, lambda doc: doc.pop("objective"))
+    with pytest.raises(ManifestError, match="objective: missing"):
+        Model.load(bundle_copy)
