@@ -101,7 +101,7 @@ def _from_memoryview(view: memoryview, num_feature: int) -> Batch:
     if view.format == "f":
         flat = view.cast("B").cast("f")
     elif view.format == "d":
-        flat = memoryview(array("f", view.cast("B").cast(view.format)))
+        flat = memoryview(array("f", view.cast("B").cast("d")))
     else:
         raise InputError(
             f"memoryview rows must hold floats ('f' or 'd'); got format {view.format!r}"

@@ -114,10 +114,10 @@ class _Reader:
             raise ManifestError(f"{where}: expected {what}, found {type(value).__name__}")
         return value
 
-    def str(self, key: str) -> str:
+    def text(self, key: str) -> str:
         return self._get(key, str, "a string")  # type: ignore[no-any-return]
 
-    def int(self, key: str, minimum: int = 0) -> int:
+    def integer(self, key: str, minimum: int = 0) -> int:
         value: int = self._get(key, int, "an integer")
         if value < minimum:
             raise ManifestError(
@@ -125,10 +125,10 @@ class _Reader:
             )
         return value
 
-    def float(self, key: str) -> float:
+    def number(self, key: str) -> float:
         return float(self._get(key, (int, float), "a number"))
 
-    def list(self, key: str, item: type, *, optional: bool = False) -> tuple[Any, ...] | None:
+    def items(self, key: str, item: type, *, optional: bool = False) -> tuple[Any, ...] | None:
         if optional and self.doc.get(key) is None:
             return None
         values = self._get(key, list, "a list")
@@ -143,58 +143,58 @@ class _Reader:
                 )
         return tuple(values)
 
-    def dict(self, key: str) -> dict[str, Any]:
+    def mapping(self, key: str) -> dict[str, Any]:
         return self._get(key, dict, "an object")  # type: ignore[no-any-return]
 
     def child(self, key: str) -> _Reader:
-        return _Reader(self.dict(key), self.source, f"{self.prefix}{key}.")
+        return _Reader(self.mapping(key), self.source, f"{self.prefix}{key}.")
 
 
 def _parse(r: _Reader) -> Manifest:
-    version = r.int("schema_version")
+    version = r.integer("schema_version")
     if version != SCHEMA_VERSION:
         raise ManifestError(
             f"{r.source}: schema_version {version} is not supported "
             f"(this runtime reads version {SCHEMA_VERSION})"
         )
     m = r.child("model")
-    model = ModelSource(m.str("name"), m.str("file"), m.str("sha256"), m.str("format"))
+    model = ModelSource(m.text("name"), m.text("file"), m.text("sha256"), m.text("format"))
     targets = {}
-    for triple in r.dict("targets"):
+    for triple in r.mapping("targets"):
         t = r.child("targets").child(triple)
         parity = t.doc.get("parity")
         if parity is not None and not isinstance(parity, dict):
             raise ManifestError(f"{r.source}: targets.{triple}.parity: expected an object")
         targets[triple] = TargetLibrary(
-            file=t.str("file"),
-            sha256=t.str("sha256"),
-            size=t.int("size"),
-            compiler=t.str("compiler"),
-            compiler_version=t.str("compiler_version"),
-            flags=t.list("flags", str) or (),
-            build_seconds=t.float("build_seconds"),
+            file=t.text("file"),
+            sha256=t.text("sha256"),
+            size=t.integer("size"),
+            compiler=t.text("compiler"),
+            compiler_version=t.text("compiler_version"),
+            flags=t.items("flags", str) or (),
+            build_seconds=t.number("build_seconds"),
             parity=parity,
         )
-    tools = r.dict("tools")
+    tools = r.mapping("tools")
     if not all(isinstance(v, str) for v in tools.values()):
         raise ManifestError(f"{r.source}: tools: every version must be a string")
     manifest = Manifest(
         schema_version=version,
         model=model,
         tools=dict(tools),
-        backend=r.str("backend"),
-        abi_version=r.int("abi_version", 1),
-        objective=r.str("objective"),
-        postprocessor=r.str("postprocessor"),
-        num_feature=r.int("num_feature", 1),
-        feature_names=r.list("feature_names", str, optional=True),
-        feature_types=r.list("feature_types", str, optional=True),
-        num_target=r.int("num_target", 1),
-        num_class=r.list("num_class", int) or (),
-        num_output=r.int("num_output", 1),
-        base_score=tuple(float(v) for v in r.list("base_score", float) or ()),
-        threshold_type=r.str("threshold_type"),
-        num_tree=r.int("num_tree"),
+        backend=r.text("backend"),
+        abi_version=r.integer("abi_version", 1),
+        objective=r.text("objective"),
+        postprocessor=r.text("postprocessor"),
+        num_feature=r.integer("num_feature", 1),
+        feature_names=r.items("feature_names", str, optional=True),
+        feature_types=r.items("feature_types", str, optional=True),
+        num_target=r.integer("num_target", 1),
+        num_class=r.items("num_class", int) or (),
+        num_output=r.integer("num_output", 1),
+        base_score=tuple(float(v) for v in r.items("base_score", float) or ()),
+        threshold_type=r.text("threshold_type"),
+        num_tree=r.integer("num_tree"),
         targets=targets,
     )
     _check_consistency(manifest, r.source)

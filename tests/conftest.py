@@ -11,12 +11,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHIPPED_MODEL = REPO / "models" / "wine-quality" / "model.json"
 OLD_MODEL_EXPECTED = [6.573914051055908, 4.869720935821533]
+NAMES = ["temp", "humidity", "pressure", "wind speed"]
 
 
 def tools_required() -> bool:
@@ -72,3 +74,21 @@ def old_bundle(shared_data: Path, compile_once: Callable[..., Path]) -> Path:
 def shipped_bundle(compile_once: Callable[..., Path]) -> Path:
     assert SHIPPED_MODEL.exists(), f"the shipped model {SHIPPED_MODEL} is missing"
     return compile_once(SHIPPED_MODEL, "wine-quality")
+
+
+@pytest.fixture(scope="session")
+def named_bundle(
+    tmp_path_factory: pytest.TempPathFactory, compile_once: Callable[..., Path]
+) -> tuple[Path, object]:
+    """A small regressor with feature names, trained with missing values; and its booster."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(800, 4)).astype(np.float32)
+    y = x[:, 0] * 2 - x[:, 3]
+    x[rng.random(x.shape) < 0.1] = np.nan
+    dtrain = xgb.DMatrix(x, label=y, feature_names=NAMES)
+    booster = xgb.train({"max_depth": 4, "seed": 0, "nthread": 1}, dtrain, 25)
+    path = tmp_path_factory.mktemp("named") / "sensors.json"
+    booster.save_model(path)
+    return compile_once(path, "sensors"), booster

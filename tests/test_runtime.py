@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 import shutil
 import threading
 from array import array
@@ -24,25 +24,7 @@ from edgeboost.runtime import (
 )
 from edgeboost.runtime.integrity import format_checksums, sha256_file
 
-NAMES = ["temp", "humidity", "pressure", "wind speed"]
-
-
-@pytest.fixture(scope="session")
-def named_bundle(
-    tmp_path_factory: pytest.TempPathFactory, compile_once: Callable[..., Path]
-) -> tuple[Path, object]:
-    """A small regressor with feature names, trained with missing values; and its booster."""
-    import xgboost as xgb
-
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(800, 4)).astype(np.float32)
-    y = x[:, 0] * 2 - x[:, 3]
-    x[rng.random(x.shape) < 0.1] = np.nan
-    dtrain = xgb.DMatrix(x, label=y, feature_names=NAMES)
-    booster = xgb.train({"max_depth": 4, "seed": 0, "nthread": 1}, dtrain, 25)
-    path = tmp_path_factory.mktemp("named") / "sensors.json"
-    booster.save_model(path)
-    return compile_once(path, "sensors"), booster
+from .conftest import NAMES
 
 
 @pytest.fixture()
@@ -210,7 +192,9 @@ def _library(bundle: Path) -> Path:
 def test_a_library_changed_by_one_byte_is_refused(bundle_copy: Path, offset: int) -> None:
     library = _library(bundle_copy)
     _flip_byte(library, offset)
-    with pytest.raises(IntegrityError, match=r"libmodel.so: sha256 is .* but manifest.json records"):
+    with pytest.raises(
+        IntegrityError, match=r"libmodel.so: sha256 is .* but manifest.json records"
+    ):
         Model.load(bundle_copy)
 
 

@@ -1,0 +1,115 @@
+"""The device side runs with nothing but cffi: no numpy, no xgboost, no compile/."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import venv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from edgeboost.compile.runtime_tree import copy_runtime_tree, runtime_files
+
+from .conftest import OLD_MODEL_EXPECTED, need
+
+BANNED = ("numpy", "xgboost", "treelite", "tl2cgen", "edgeboost.compile", "edgeboost.broker")
+
+
+def _imports(tree: ast.AST, *, top_level_only: bool) -> set[str]:
+    nodes = ast.iter_child_nodes(tree) if top_level_only else ast.walk(tree)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_device_tree_holds_only_the_runtime() -> None:
+    files = runtime_files()
+    assert "edgeboost/runtime/model.py" in files
+    assert "edgeboost/native/edgeboost.h" in files
+    assert not any(n.startswith(("edgeboost/compile", "edgeboost/broker")) for n in files)
+    for name, path in files.items():
+        if not name.endswith(".py"):
+            continue
+        # The runtime never imports host-side code; the CLI may, lazily, inside host commands.
+        in_runtime = name.startswith("edgeboost/runtime/")
+        imported = _imports(ast.parse(path.read_text()), top_level_only=not in_runtime)
+        bad = {m for m in imported if m.startswith(BANNED)}
+        if in_runtime:
+            bad -= {"numpy"}  # imported lazily, only when the caller passes numpy arrays
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.fixture(scope="session")
+def cffi_only_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with cffi and nothing else (pip install from the registry)."""
+    root = tmp_path_factory.mktemp("cffi-only-venv")
+    venv.create(root, with_pip=True, clear=True)
+    python = root / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "cffi"],
+        capture_output=True,
+        text=True,
+    )
+    need(result.returncode == 0, f"pip install cffi in a fresh venv ({result.stderr[-300:]})")
+    return python
+
+
+def test_predict_without_numpy(
+    cffi_only_python: Path, old_bundle: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    tree = copy_runtime_tree(tmp_path / "device")
+    script = (
+        "import json, sys\n"
+        "try:\n"
+        "    import numpy\n"
+        "    sys.exit('numpy is importable: the test would prove nothing')\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "from edgeboost.runtime import Model\n"
+        "model = Model.load(sys.argv[1])\n"
+        "rows = json.load(open(sys.argv[2]))\n"
+        "print(json.dumps(model.predict(rows)))\n"
+        "banned = [m for m in ('numpy', 'xgboost', 'treelite', 'tl2cgen') if m in sys.modules]\n"
+        "assert not banned, banned\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(tree), "PYTHONNOUSERSITE": "1"}
+    result = subprocess.run(
+        [str(cffi_only_python), "-c", script, str(old_bundle), str(shared_data / "samples.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == OLD_MODEL_EXPECTED
+
+
+def test_cli_predict_on_the_device_tree(
+    old_bundle: Path, shared_data: Path, tmp_path: Path, compile_once: Callable[..., Path]
+) -> None:
+    tree = copy_runtime_tree(tmp_path / "device")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeboost",
+            "predict",
+            str(old_bundle),
+            str(shared_data / "samples.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == OLD_MODEL_EXPECTED
