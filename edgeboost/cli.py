@@ -83,7 +83,51 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--margin", action="store_true", help="raw scores, no transform")
     pred.add_argument("--target", help="load the library of this target (default: this machine)")
     pred.set_defaults(handler=_predict)
+
+    serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
+    serve.add_argument("bundle", type=Path)
+    _add_server_options(serve)
+    serve.set_defaults(handler=_serve)
     return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    from edgeboost.runtime.protocol import Limits
+    from edgeboost.runtime.server import ServerConfig
+
+    defaults, limits = ServerConfig(), Limits()
+    topics = parser.add_argument_group("topics")
+    topics.add_argument("--request-topic", default=defaults.request_topic)
+    topics.add_argument("--response-topic", default=defaults.response_topic)
+    topics.add_argument(
+        "--legacy-request-topic",
+        default=defaults.legacy_request_topic,
+        help="topic of old Lambda-style requests ('' disables compatibility)",
+    )
+    topics.add_argument("--legacy-response-topic", default=defaults.legacy_response_topic)
+    tuning = parser.add_argument_group("limits")
+    tuning.add_argument("--max-payload-bytes", type=int, default=limits.max_payload_bytes)
+    tuning.add_argument("--max-rows", type=int, default=limits.max_rows)
+    tuning.add_argument("--queue-size", type=int, default=defaults.queue_size)
+    tuning.add_argument("--workers", type=int, default=defaults.workers)
+    tuning.add_argument("--stats-interval", type=float, default=defaults.stats_interval_s)
+    parser.add_argument("--target", help="load the library of this target (default: this machine)")
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    from edgeboost.runtime.protocol import Limits
+    from edgeboost.runtime.server import ServerConfig
+
+    return ServerConfig(
+        request_topic=args.request_topic,
+        response_topic=args.response_topic,
+        legacy_request_topic=args.legacy_request_topic or None,
+        legacy_response_topic=args.legacy_response_topic,
+        limits=Limits(max_payload_bytes=args.max_payload_bytes, max_rows=args.max_rows),
+        queue_size=args.queue_size,
+        workers=args.workers,
+        stats_interval_s=args.stats_interval,
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -109,6 +153,22 @@ def _compile(args: argparse.Namespace) -> int:
     )
     print(args.output)
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from edgeboost.runtime import Model
+    from edgeboost.runtime.greengrass import GreengrassTransport
+    from edgeboost.runtime.server import InferenceServer
+
+    model = Model.load(args.bundle, target=args.target)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = InferenceServer(model, GreengrassTransport(), server_config(args))
+    return server.run(stop)
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -79,7 +79,9 @@ class FeatureNameError(InputError):
 class RequestError(EdgeboostError):
     """A serving request cannot be answered; ``code`` is stable and machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, request_id: str | int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # The request's id when it could be read, so the error reply can carry it.
+        self.request_id = request_id
