@@ -153,7 +153,8 @@ class DebPackage:
 
 
 def needs_emulation(triple: str) -> bool:
-    """True unless ``triple`` is the target of this very Python process."""
+    """True unless ``triple`` is the target of this very Python process (EDGEBOOST_TARGET,
+    if set, decides that, as for the runtime)."""
     _emulator(triple)
     try:
         return host_target() != triple
@@ -324,8 +325,7 @@ def prepare_python_root(triple: str, cache_dir: str | Path | None = None) -> Pat
                 raise MissingToolError(
                     f"{tool} is not on PATH; a Debian-based host is needed ({package})"
                 )
-        packages = _package_list(emulator.debian_arch, base / "packages.json")
-        debs = _download(packages, emulator.debian_arch, base / "debs")
+        debs = _fetch(emulator.debian_arch, base)
         staging = Path(tempfile.mkdtemp(prefix=".root-", dir=base))
         try:
             _unpack(debs, staging)
@@ -336,7 +336,7 @@ def prepare_python_root(triple: str, cache_dir: str | Path | None = None) -> Pat
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        details = {"python": version, "packages": len(packages)}
+        details = {"python": version, "packages": len(debs)}
         stamp.write_text(json.dumps({**details, "seconds": round(time.monotonic() - started, 1)}))
         _log.info("prepared %s userland in %s: %s", triple, root, details)
     return root
@@ -388,6 +388,20 @@ def run_python(
 
 def _root_ready(root: Path, stamp: Path) -> bool:
     return stamp.is_file() and (root / PYTHON).is_file()
+
+
+def _fetch(arch: str, base: Path) -> list[Path]:
+    """The .debs of the userland, downloaded once into ``base/debs``."""
+    saved = base / "packages.json"
+    had_list = saved.is_file()
+    try:
+        return _download(_package_list(arch, saved), arch, base / "debs")
+    except EmulationError:
+        if not had_list:
+            raise
+        # A kept list can name versions the mirror has since replaced: resolve afresh once.
+        saved.unlink()
+        return _download(_package_list(arch, saved), arch, base / "debs")
 
 
 def _package_list(arch: str, saved: Path) -> list[DebPackage]:
@@ -509,7 +523,7 @@ def _smoke_test(triple: str, root: Path) -> str:
         "print(sys.version.split()[0]); print(cffi.__file__)"
     )
     result = run_python(triple, root, ["-c", script], timeout=600)
-    lines = result.stdout.split()
+    lines = result.stdout.splitlines()
     if result.returncode != 0 or len(lines) != 2:
         raise EmulationError(
             f"the {triple} userland's python does not start",

@@ -45,6 +45,9 @@ class Toolchain:
     compiler: str
     flags: tuple[str, ...]
     debian_package: str
+    # The target's C library headers; Debian only recommends them with the cross compiler.
+    libc_package: str
+    gnu_triple: str
 
     def resolve(self) -> str:
         """The compiler's path; on its own machine a target may also use plain gcc."""
@@ -52,18 +55,37 @@ class Toolchain:
         for candidate in (self.compiler, "gcc") if native else (self.compiler,):
             found = shutil.which(candidate)
             if found:
+                if not native and not Path(f"/usr/{self.gnu_triple}/include/stdio.h").exists():
+                    raise ToolchainError(
+                        f"{self.compiler} has no C library headers for {self.triple}; "
+                        f"install them with: apt-get install {self.libc_package}"
+                    )
                 return found
         raise ToolchainError(
             f"no C compiler for {self.triple}: {self.compiler} is not on PATH; "
-            f"install it with: apt-get install {self.debian_package}"
+            f"install it with: apt-get install {self.debian_package} {self.libc_package}"
         )
 
 
 TOOLCHAINS: dict[str, Toolchain] = {
     t.triple: t
     for t in (
-        Toolchain("x86_64-linux-gnu", "x86_64-linux-gnu-gcc", (), "gcc-x86-64-linux-gnu"),
-        Toolchain("aarch64-linux-gnu", "aarch64-linux-gnu-gcc", (), "gcc-aarch64-linux-gnu"),
+        Toolchain(
+            "x86_64-linux-gnu",
+            "x86_64-linux-gnu-gcc",
+            (),
+            "gcc-x86-64-linux-gnu",
+            "libc6-dev-amd64-cross",
+            "x86_64-linux-gnu",
+        ),
+        Toolchain(
+            "aarch64-linux-gnu",
+            "aarch64-linux-gnu-gcc",
+            (),
+            "gcc-aarch64-linux-gnu",
+            "libc6-dev-arm64-cross",
+            "aarch64-linux-gnu",
+        ),
         # ARMv7-A with the VFPv3-D16 FPU every armv7 hard-float board has (NEON is optional
         # on ARMv7, and Debian's armhf baseline assumes it is absent).
         Toolchain(
@@ -71,6 +93,8 @@ TOOLCHAINS: dict[str, Toolchain] = {
             "arm-linux-gnueabihf-gcc",
             ("-march=armv7-a", "-mfpu=vfpv3-d16", "-mfloat-abi=hard"),
             "gcc-arm-linux-gnueabihf",
+            "libc6-dev-armhf-cross",
+            "arm-linux-gnueabihf",
         ),
     )
 }

@@ -84,6 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--target", help="load the library of this target (default: this machine)")
     pred.set_defaults(handler=_predict)
 
+    pack = commands.add_parser("package", help="package a bundle as a Greengrass component")
+    pack.add_argument("bundle", type=Path)
+    pack.add_argument("-o", "--output", required=True, type=Path, help="e.g. greengrass-build")
+    pack.add_argument("--name", required=True, help="component name, e.g. com.example.WineQuality")
+    pack.add_argument("--version", required=True, help="component version, e.g. 1.0.0")
+    pack.add_argument("--publisher", default="edgeboost")
+    pack.add_argument("--description")
+    pack.add_argument("--request-topic", default="edgeboost/inference/request")
+    pack.add_argument("--response-topic", default="edgeboost/inference/response")
+    pack.add_argument("--legacy-request-topic", default="local/inference")
+    pack.add_argument("--legacy-response-topic", default="local/result")
+    pack.add_argument(
+        "--artifact-uri-prefix",
+        default="s3://REPLACE-WITH-YOUR-BUCKET",
+        help="where the zips are uploaded for a cloud deployment",
+    )
+    pack.set_defaults(handler=_package)
+
     serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
     serve.add_argument("bundle", type=Path)
     _add_server_options(serve)
@@ -152,6 +170,27 @@ def _compile(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(args.output)
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from edgeboost.recipes import ComponentOptions, package_bundle
+
+    options = ComponentOptions(
+        name=args.name,
+        version=args.version,
+        publisher=args.publisher,
+        description=args.description,
+        request_topic=args.request_topic,
+        response_topic=args.response_topic,
+        legacy_request_topic=args.legacy_request_topic,
+        legacy_response_topic=args.legacy_response_topic,
+        artifact_uri_prefix=args.artifact_uri_prefix,
+    )
+    package = package_bundle(args.bundle, args.output, options)
+    print(package.recipe)
+    for path in package.zips.values():
+        print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0
 
 

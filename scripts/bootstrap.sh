@@ -13,6 +13,13 @@ if [ "$mode" = test ]; then
              qemu-user-static binutils)
 fi
 
+if [ "$mode" = test ] && [ "$(id -u)" -eq 0 ]; then
+  # The emulated-Python tests download Debian arm64/armhf packages (compile/emulation.py).
+  for arch in arm64 armhf; do
+    dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch"
+  done
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -27,7 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "bootstrap: installing ${missing[*]}" >&2
-  $sudo apt-get update -qq
+  # One stale mirror index must not stop the install; a package that is really missing does.
+  $sudo apt-get update -qq || echo "bootstrap: apt-get update reported errors; continuing" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

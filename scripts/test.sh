@@ -8,4 +8,6 @@ scripts/bootstrap.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# Cross-target drivers and the Debian arm64/armhf Python userlands (cached in tests/.cache).
+.venv/bin/python -m edgeboost.compile.emulation prepare --target all --cache tests/.cache/emulation
 .venv/bin/python -m pytest "$@"

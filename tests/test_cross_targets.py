@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -80,23 +81,19 @@ class Case:
         return {"margin": margin, "value": value}
 
 
-def _tool(action: Callable[[], T]) -> T:
+def _tool(what: str, action: Callable[[], T]) -> T:
     """Run ``action``; a missing tool skips locally and fails in CI."""
     try:
         return action()
     except MissingToolError as exc:
-        need(False, str(exc))
+        need(False, f"{what} [{exc}]")
         raise  # unreachable: need() skips or fails
 
 
 @pytest.fixture(scope="session")
 def drivers() -> dict[str, Path]:
-    """The parity driver for every target; proves the compilers and qemu are installed."""
-    built = {}
-    for triple in TARGETS:
-        built[triple] = _tool(lambda t=triple: build_driver(t, CACHE))
-        _tool(lambda t=triple: qemu_prefix(t))
-    return built
+    """The parity driver for every target; proves the cross compilers and their libc work."""
+    return {t: _tool(f"a C toolchain for {t}", lambda t=t: build_driver(t, CACHE)) for t in TARGETS}
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +101,11 @@ def python_root() -> Callable[[str], Path]:
     """python_root(triple) -> the bookworm userland for it (cached on disk across runs)."""
 
     def get(triple: str) -> Path:
+        what = f"a bookworm {triple} userland"
         try:
-            return _tool(lambda: prepare_python_root(triple, CACHE))
-        except EmulationError as exc:  # no network to the Debian mirror, broken apt lists
-            need(False, f"a bookworm {triple} userland ({exc})")
+            return _tool(what, lambda: prepare_python_root(triple, CACHE))
+        except EmulationError as exc:  # no route to the Debian mirror, broken apt lists
+            need(False, f"{what} [{exc}]")
             raise
 
     return get
@@ -177,6 +175,7 @@ def test_library_is_built_for_its_target(case: Case, triple: str) -> None:
 def test_driver_margins_bit_identical_to_xgboost(
     case: Case, triple: str, reference_library_outputs: dict[str, np.ndarray]
 ) -> None:
+    _tool(f"qemu for {triple}", lambda: qemu_prefix(triple))
     margin, value = run_library(triple, case.library(triple), case.rows, cache_dir=CACHE)
     ours = {"margin": margin, "value": value}
     report = compare_outputs(ours, case.reference, label="xgboost")
@@ -251,3 +250,33 @@ def test_emulated_python_bit_identical_to_xgboost(
         f"{triple} python + cffi, {case.name}: {parity.margin_mismatched_rows} of {len(rows):,} "
         f"margins differ from XGBoost, values within {parity.max_ulp_transformed} ULP"
     )
+
+
+@pytest.mark.needs_shared
+@pytest.mark.parametrize("triple", EMULATED)
+def test_platform_zip_alone_predicts_on_the_target_python(
+    triple: str,
+    wine_case: Case,
+    shared_data: Path,
+    python_root: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """What Greengrass deploys: unzip into an empty folder, run the CLI on the device's python3."""
+    from edgeboost.recipes import ComponentOptions, package_bundle
+
+    root = python_root(triple)
+    options = ComponentOptions(name="com.example.WineQuality", version="1.0.0")
+    package = package_bundle(wine_case.bundle, tmp_path / "greengrass-build", options)
+    device = tmp_path / "device"
+    with zipfile.ZipFile(package.zips[triple]) as archive:
+        archive.extractall(device)
+    samples = str(shared_data / "samples.json")
+    result = run_python(
+        triple,
+        root,
+        ["-m", "edgeboost", "predict", "bundle", samples],
+        pythonpath=[device],
+        cwd=device,
+    )
+    assert result.returncode == 0, f"{triple}:\n{result.stderr}"
+    assert json.loads(result.stdout) == OLD_MODEL_EXPECTED, result.stdout

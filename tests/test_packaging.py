@@ -1,0 +1,176 @@
+"""Greengrass packaging: the recipe's shape, the zips' contents, and that a zip alone predicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from edgeboost.compile import ToolchainError
+from edgeboost.compile.runtime_tree import runtime_files
+from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
+from edgeboost.runtime import IntegrityError, Model
+from edgeboost.runtime.targets import TARGETS, host_target
+
+from .conftest import need
+from .zoo import train
+
+NAME, VERSION = "com.example.Sensors", "1.2.3"
+OPTIONS = ComponentOptions(
+    name=NAME,
+    version=VERSION,
+    request_topic="sensors/predict",
+    response_topic="sensors/prediction",
+)
+
+
+@pytest.fixture(scope="session")
+def all_target_bundle(
+    tmp_path_factory: pytest.TempPathFactory, compile_once: Callable[..., Path]
+) -> Path:
+    need(shutil.which("aarch64-linux-gnu-gcc") is not None, "aarch64-linux-gnu-gcc")
+    need(shutil.which("arm-linux-gnueabihf-gcc") is not None, "arm-linux-gnueabihf-gcc")
+    model = train("binary_logistic", tmp_path_factory.mktemp("pkg-model"))
+    return compile_once(model, "pkg-binary-logistic", ("all",))
+
+
+@pytest.fixture(scope="session")
+def packaged(all_target_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("greengrass-build")
+    package_bundle(all_target_bundle, output, OPTIONS)
+    return output
+
+
+def _recipe(output: Path) -> dict[str, Any]:
+    path = output / "recipes" / f"{NAME}-{VERSION}.yaml"
+    assert path.stat().st_size < MAX_RECIPE_BYTES
+    return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
+    recipe = _recipe(packaged)
+    assert recipe["RecipeFormatVersion"] == "2020-01-25"
+    assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (NAME, VERSION)
+    platforms = [m["Platform"] for m in recipe["Manifests"]]
+    assert platforms == [
+        {"os": "linux", "architecture": "amd64"},
+        {"os": "linux", "architecture": "aarch64"},
+        {"os": "linux", "architecture": "arm", "architecture.detail": "armv7l"},
+    ]
+    artifacts = packaged / "artifacts" / NAME / VERSION
+    for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
+        (artifact,) = manifest["Artifacts"]
+        zip_name = f"edgeboost-{triple}.zip"
+        assert artifact["Uri"].endswith(f"/{NAME}/{VERSION}/{zip_name}")
+        assert artifact["Unarchive"] == "ZIP"
+        assert (artifacts / zip_name).is_file()
+        run = manifest["Lifecycle"]["Run"]["Script"]
+        assert "python3 -u -m edgeboost serve" in run
+        assert f"{{artifacts:decompressedPath}}/edgeboost-{triple}/bundle" in run
+        assert "{configuration:/RequestTopic}" in run
+        install = manifest["Lifecycle"]["Install"]["Script"]
+        assert "import cffi" in install and "awsiotsdk" in install
+        assert "numpy" not in install + run and "xgboost" not in install + run
+
+
+def test_access_control_names_exact_topics_only(packaged: Path) -> None:
+    recipe = _recipe(packaged)
+    config = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    assert config["RequestTopic"] == "sensors/predict"
+    policies = config["accessControl"]["aws.greengrass.ipc.pubsub"]
+    granted: dict[str, set[str]] = {}
+    for policy in policies.values():
+        for operation in policy["operations"]:
+            granted.setdefault(operation, set()).update(policy["resources"])
+    assert granted == {
+        "aws.greengrass#SubscribeToTopic": {"sensors/predict", "local/inference"},
+        "aws.greengrass#PublishToTopic": {
+            "sensors/prediction",
+            "sensors/prediction/*",
+            "local/result",
+        },
+    }
+    for resources in granted.values():
+        assert not any("+" in r or "#" in r for r in resources), "MQTT wildcards are literal here"
+
+
+def test_each_zip_holds_the_runtime_and_only_its_library(packaged: Path) -> None:
+    runtime = set(runtime_files())
+    for triple in TARGETS:
+        with zipfile.ZipFile(
+            packaged / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip"
+        ) as z:
+            names = set(z.namelist())
+        bundle_files = {n for n in names if n.startswith("bundle/")}
+        assert bundle_files == {
+            "bundle/manifest.json",
+            "bundle/SHA256SUMS",
+            f"bundle/lib/{triple}/libmodel.so",
+        }
+        assert names - bundle_files == runtime
+        assert not any(
+            part in n for n in names for part in ("compile/", "broker/", "numpy", "xgboost")
+        )
+
+
+def test_zips_are_reproducible(all_target_bundle: Path, packaged: Path, tmp_path: Path) -> None:
+    package_bundle(all_target_bundle, tmp_path, OPTIONS)
+    for triple in TARGETS:
+        name = Path("artifacts") / NAME / VERSION / f"edgeboost-{triple}.zip"
+        assert (tmp_path / name).read_bytes() == (packaged / name).read_bytes()
+    recipe = Path("recipes") / f"{NAME}-{VERSION}.yaml"
+    assert (tmp_path / recipe).read_text() == (packaged / recipe).read_text()
+
+
+def test_host_zip_alone_predicts(all_target_bundle: Path, packaged: Path, tmp_path: Path) -> None:
+    triple = host_target()
+    with zipfile.ZipFile(packaged / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip") as z:
+        z.extractall(tmp_path / "unpacked")
+    rows = [[0.1, -0.2, 0.3, None, 0.5, -0.6], [1, 2, 3, 4, 5, 6]]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path / "unpacked")}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeboost", "predict", "bundle", str(tmp_path / "rows.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path / "unpacked",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == Model.load(all_target_bundle).predict(rows)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "has space"}, "component name"),
+        ({"version": "1.0"}, "not semantic"),
+        ({"request_topic": "sensors/+"}, "exact topics only"),
+        ({"response_topic": "sensors/#"}, "exact topics only"),
+    ],
+)
+def test_bad_options_are_refused(
+    all_target_bundle: Path, tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    options = ComponentOptions(**{"name": NAME, "version": VERSION, **change})
+    with pytest.raises(ToolchainError, match=message):
+        package_bundle(all_target_bundle, tmp_path, options)
+
+
+def test_a_tampered_bundle_is_not_packaged(all_target_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(all_target_bundle, copy)
+    library = copy / "lib" / "armv7-linux-gnueabihf" / "libmodel.so"
+    data = bytearray(library.read_bytes())
+    data[100] ^= 0xFF
+    library.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="armv7-linux-gnueabihf/libmodel.so"):
+        package_bundle(copy, tmp_path / "out", OPTIONS)
