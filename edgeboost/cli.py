@@ -100,7 +100,20 @@ def _parser() -> argparse.ArgumentParser:
         default="s3://REPLACE-WITH-YOUR-BUCKET",
         help="where the zips are uploaded for a cloud deployment",
     )
+    pack.add_argument(
+        "--consumer-requests",
+        type=Path,
+        help="also package the example consumer component, sending these records (JSON list)",
+    )
     pack.set_defaults(handler=_package)
+
+    demo = commands.add_parser(
+        "demo", help="run broker, inference component and example consumer on this machine"
+    )
+    demo.add_argument("bundle", type=Path)
+    demo.add_argument("--requests", required=True, type=Path, help="JSON list of records to send")
+    demo.add_argument("--repeat", type=int, default=1, help="times to send each record")
+    demo.set_defaults(handler=_demo)
 
     serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
     serve.add_argument("bundle", type=Path)
@@ -187,11 +200,21 @@ def _package(args: argparse.Namespace) -> int:
         legacy_response_topic=args.legacy_response_topic,
         artifact_uri_prefix=args.artifact_uri_prefix,
     )
-    package = package_bundle(args.bundle, args.output, options)
+    package = package_bundle(
+        args.bundle, args.output, options, consumer_requests=args.consumer_requests
+    )
     print(package.recipe)
+    if package.consumer_recipe is not None:
+        print(package.consumer_recipe)
     for path in package.zips.values():
         print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edgeboost.demo import run_demo
+
+    return run_demo(args.bundle, args.requests, repeat=args.repeat)
 
 
 def _serve(args: argparse.Namespace) -> int:

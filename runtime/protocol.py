@@ -139,6 +139,9 @@ def _check_instances(instances: Any, limits: Limits) -> None:
 def _request_id(value: Any) -> str | int | None:
     if value is None:
         return None
+    # The Nucleus turns JSON integers in a jsonMessage into doubles (7 arrives as 7.0).
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RequestError(
             "bad_request", f"'id' must be a string or an integer, got {_kind(value)}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian/Ubuntu machine (Python >= 3.10) to run edgeboost from this checkout.
-#   scripts/bootstrap.sh main   C compiler + .venv with the compile extra (build and serve)
+#   scripts/bootstrap.sh main   C compiler + .venv with the compile and greengrass extras
 #   scripts/bootstrap.sh test   everything the test suite needs, cross compilers and qemu too
 # Idempotent: installs only what is missing. System packages need root (or sudo).
 set -euo pipefail
@@ -41,7 +41,7 @@ fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extra=compile
+extra=compile,greengrass
 [ "$mode" = test ] && extra=dev
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]"
