@@ -23,6 +23,7 @@ from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
 from edgeboost.broker.session import ClientSession, SessionOptions
 from edgeboost.broker.socketfile import (
+    SocketPathError,
     check_socket_path,
     claim_socket_path,
     release_socket_path,
@@ -240,11 +241,15 @@ class Broker:
                 sessions.discard(task)
 
         claim_socket_path(self._path)
-        server = await asyncio.start_unix_server(on_client, path=self._path)
-        identity = socket_identity(self._path)
-        logger.info("Greengrass IPC broker listening on %s", self._path)
-        self._ready.set()
         try:
+            server = await asyncio.start_unix_server(on_client, path=self._path)
+        except OSError as exc:
+            raise SocketPathError(f"cannot listen on {self._path}: {exc.strerror or exc}") from exc
+        identity: tuple[int, int] | None = None
+        try:
+            identity = socket_identity(self._path)
+            logger.info("Greengrass IPC broker listening on %s", self._path)
+            self._ready.set()
             await self._stop_event.wait()
         finally:
             server.close()

@@ -64,6 +64,7 @@ class ClientSession:
         self._wakeup = asyncio.Event()
         self._closing = False  # stop reading, flush what is queued, then close
         self._aborted = False  # drop everything and close now
+        self._rejected = False  # CONNECT refused: wait (briefly) for the client to hang up
 
     def __str__(self) -> str:
         who = self._component.name if self._component else "unauthenticated"
@@ -73,14 +74,7 @@ class ClientSession:
         writer_task = asyncio.create_task(self._write_loop(), name=f"{self} writer")
         try:
             await self._read_loop()
-            self._closing = True
-            self._wakeup.set()
-            # Let a final CONNECT_ACK or PROTOCOL_ERROR reach the peer before closing.
-            await asyncio.wait_for(asyncio.shield(writer_task), self._options.flush_timeout)
-        except asyncio.TimeoutError:
-            logger.warning(
-                "%s: last frames not taken within %.1f s", self, self._options.flush_timeout
-            )
+            await self._finish(writer_task)
         finally:
             # Synchronous part first: it must all happen even if the broker cancels us below.
             self._drop_subscriptions()
@@ -90,6 +84,20 @@ class ClientSession:
             await asyncio.gather(writer_task, return_exceptions=True)
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+
+    async def _finish(self, writer_task: asyncio.Task[None]) -> None:
+        """Let a final CONNECT_ACK or PROTOCOL_ERROR reach the peer before closing."""
+        self._closing = True
+        self._wakeup.set()
+        timeout = self._options.flush_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(writer_task), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("%s: last frames not taken within %.1f s", self, timeout)
+            return
+        if self._rejected:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._discard_until_eof(), timeout)
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -196,6 +204,15 @@ class ClientSession:
     def _reject_connect(self) -> None:
         self._enqueue(rpc.connect_ack(accepted=False))
         self._closing = True
+        # The Nucleus closes at once, and then the awsiotsdk client may report the closed
+        # socket instead of AccessDeniedError. Letting the client hang up first (it does so on
+        # a refusal) makes the refusal the error it sees.
+        self._rejected = True
+
+    async def _discard_until_eof(self) -> None:
+        with contextlib.suppress(OSError):
+            while await self._reader.read(_READ_SIZE):
+                pass
 
     def _on_stream_frame(self, message: Message, meta: rpc.RpcMetadata) -> None:
         if meta.message_type not in (

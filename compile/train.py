@@ -58,15 +58,16 @@ _FIXED_PARAMS: dict[str, Any] = {
     "tree_method": "hist",
     "nthread": NTHREAD,
 }
-# Trial 0 is a plain, sensible configuration so that even a one-trial search is decent.
+# Candidate 1 is a plain, sensible configuration so that even a one-trial search is decent.
+# It was picked to fit MAX_MODEL_BYTES as JSON and to run in about a second.
 _FIRST_TRIAL: dict[str, Any] = {
     "max_depth": 6,
-    "eta": 0.03,
+    "eta": 0.05,
     "min_child_weight": 5.0,
-    "gamma": 0.2,
+    "gamma": 0.5,
     "subsample": 0.8,
     "colsample_bytree": 0.7,
-    "lambda": 1.0,
+    "lambda": 2.0,
 }
 
 
@@ -74,7 +75,7 @@ _FIRST_TRIAL: dict[str, Any] = {
 class Trial:
     """One tuning candidate and its cross-validated score on the training data."""
 
-    index: int
+    number: int  # 1-based, as logged
     params: dict[str, Any]
     cv_rmse: float
     cv_rmse_std: float
@@ -133,7 +134,7 @@ def _cv_folds(n_rows: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _cross_validate(
-    xgb: Any, index: int, params: dict[str, Any], dtrain: Any, folds: list[Any], seed: int
+    xgb: Any, number: int, params: dict[str, Any], dtrain: Any, folds: list[Any], seed: int
 ) -> Trial:
     history = xgb.cv(
         _booster_params(params, seed),
@@ -142,20 +143,21 @@ def _cross_validate(
         folds=folds,
         early_stopping_rounds=EARLY_STOPPING_ROUNDS,
         seed=seed,
+        as_pandas=False,  # a dict of lists whether or not pandas is installed
     )
     # With early stopping the history ends at the best round.
     means, stds = history["test-rmse-mean"], history["test-rmse-std"]
-    return Trial(index, params, float(means[-1]), float(stds[-1]), len(means))
+    return Trial(number, params, float(means[-1]), float(stds[-1]), len(means))
 
 
 def _search(xgb: Any, dtrain: Any, n_rows: int, trials: int, seed: int) -> list[Trial]:
     folds = _cv_folds(n_rows, seed)
     results = []
-    for index, params in enumerate(candidate_params(trials, seed)):
-        trial = _cross_validate(xgb, index, params, dtrain, folds, seed)
+    for number, params in enumerate(candidate_params(trials, seed), start=1):
+        trial = _cross_validate(xgb, number, params, dtrain, folds, seed)
         _log.info(
             "trial %d/%d: cv rmse %.4f +- %.4f, %d rounds, %s",
-            index + 1, trials, trial.cv_rmse, trial.cv_rmse_std, trial.n_rounds, params,
+            number, trials, trial.cv_rmse, trial.cv_rmse_std, trial.n_rounds, params,
         )  # fmt: skip
         results.append(trial)
     return results
@@ -177,7 +179,7 @@ def _fit_within_budget(
         raw = _model_bytes(booster, raw_format)
         if len(raw) <= MAX_MODEL_BYTES:
             return trial, booster, raw, skipped
-        skipped.append({"trial": trial.index, "cv_rmse": trial.cv_rmse, "bytes": len(raw)})
+        skipped.append({"trial": trial.number, "cv_rmse": trial.cv_rmse, "bytes": len(raw)})
         if fallback is None or len(raw) < len(fallback[2]):
             fallback = (trial, booster, raw)
     assert fallback is not None
@@ -202,16 +204,23 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
 
 def _tree_shape(booster: Any) -> dict[str, int]:
-    """Trees, deepest leaf and live node count, read from the text dump."""
-    depths = [line.count("\t") for tree in booster.get_dump() for line in tree.splitlines() if line]
+    """Trees, deepest leaf and live node count, read from the text dump (one line per
+    node, indented by its depth)."""
+    trees = [[line for line in tree.splitlines() if line] for tree in booster.get_dump()]
+    depths = [line.count("\t") for tree in trees for line in tree]
     return {
-        "n_trees": booster.num_boosted_rounds(),
+        "n_trees": len(trees),
+        # gamma pruning can leave a tree as a single leaf, which only adds a constant
+        "trees_with_splits": sum(len(tree) > 1 for tree in trees),
         "max_depth": max(depths),
         "n_nodes": len(depths),
     }
 
 
-def _old_model_metrics(xgb: Any, data_dir: Path, dtest: Any, y_test: np.ndarray) -> Any:
+def _old_model_metrics(
+    xgb: Any, data_dir: Path, dtest: Any, y_test: np.ndarray
+) -> dict[str, float] | None:
+    """The old deployed model on the same test rows, when its file is in ``data_dir``."""
     path = data_dir / OLD_MODEL_FILE
     if not path.is_file():
         return None
@@ -253,7 +262,7 @@ def train_wine_quality(
 
     results = _search(xgb, dtrain, len(y_train), trials, seed)
     searched = time.perf_counter()
-    ranked = sorted(results, key=lambda t: (t.cv_rmse, t.index))
+    ranked = sorted(results, key=lambda t: (t.cv_rmse, t.number))
     chosen, booster, raw, skipped = _fit_within_budget(xgb, ranked, dtrain, raw_format, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(raw)
@@ -271,7 +280,7 @@ def train_wine_quality(
         "seed": seed,
         "nthread": NTHREAD,
         "trials": trials,
-        "chosen_trial": chosen.index,
+        "chosen_trial": chosen.number,
         "params": _booster_params(chosen.params, seed),
         "cv": {"folds": NFOLD, "rmse": chosen.cv_rmse, "rmse_std": chosen.cv_rmse_std},
         "best_cv_rmse_any_size": ranked[0].cv_rmse,

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ._deps import require
+
 __all__ = [
     "COLORS",
     "FEATURE_NAMES",
     "FEATURE_TYPES",
     "LABEL",
     "PHYSICOCHEMICAL",
-    "TEST_SIZE",
     "SPLIT_SEED",
+    "TEST_SIZE",
     "WineData",
     "historical_split",
     "load_wine_quality",
@@ -118,8 +120,6 @@ def historical_split(
 
     Kept only so the new model is scored on the same 1330 test rows as the old one.
     """
-    from ._deps import require
-
     model_selection = require("sklearn.model_selection")
     parts: Sequence[np.ndarray] = model_selection.train_test_split(
         X, y, test_size=TEST_SIZE, random_state=SPLIT_SEED

@@ -1,10 +1,21 @@
 """edgeboost: XGBoost models compiled into small, verified native libraries for IoT devices.
 
 The pipeline lives in subpackages: ``edgeboost.compile`` (build host), ``edgeboost.runtime``
-(device, needs only cffi). ``Model`` is re-exported here for convenience.
+(device, needs only cffi), ``edgeboost.broker`` (local Greengrass IPC, stdlib only).
+``Model`` is re-exported here lazily, so importing a subpackage never loads the others.
 """
 
-from edgeboost.runtime import Model
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Model", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Model":
+        from edgeboost.runtime import Model
+
+        return Model
+    raise AttributeError(f"module 'edgeboost' has no attribute {name!r}")

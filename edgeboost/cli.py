@@ -115,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeat", type=int, default=1, help="times to send each record")
     demo.set_defaults(handler=_demo)
 
+    try:  # the broker is a development tool: device zips do not ship it
+        from edgeboost.broker.cli import add_arguments as add_broker_arguments
+    except ImportError:
+        add_broker_arguments = None
+    if add_broker_arguments is not None:
+        broker = commands.add_parser(
+            "broker", help="local Greengrass IPC broker, for running components on a laptop"
+        )
+        add_broker_arguments(broker)
+        broker.set_defaults(handler=_broker)
+
     serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
     serve.add_argument("bundle", type=Path)
     _add_server_options(serve)
@@ -215,6 +226,12 @@ def _demo(args: argparse.Namespace) -> int:
     from edgeboost.demo import run_demo
 
     return run_demo(args.bundle, args.requests, repeat=args.repeat)
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from edgeboost.broker.cli import run
+
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -131,6 +131,7 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
     code = resources.files("edgeboost.recipes").joinpath("consumer", "consumer.py").read_bytes()
     (artifacts / "consumer.py").write_bytes(code)
     shutil.copyfile(requests, artifacts / "requests.json")
+    prefix = options.artifact_uri_prefix.rstrip("/")
     values = {
         "name": name,
         "version": options.version,
@@ -140,7 +141,7 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
         "response_topic": options.response_topic,
         "legacy_request_topic": options.legacy_request_topic,
         "legacy_response_topic": options.legacy_response_topic,
-        "artifact_uri_prefix": f"{options.artifact_uri_prefix.rstrip('/')}/{name}/{options.version}",
+        "artifact_uri_prefix": f"{prefix}/{name}/{options.version}",
     }
     recipe = _fill(_template("consumer.yaml"), values)
     path = output / "recipes" / f"{name}-{options.version}.yaml"

@@ -9,10 +9,8 @@ import struct
 import uuid
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-
 from edgeboost.broker import rpc
 from edgeboost.broker.eventstream import (
     MAX_MESSAGE_SIZE,
@@ -27,7 +25,11 @@ from edgeboost.broker.eventstream import (
     encode_message,
 )
 
-TRIAL_LOG = Path(__file__).parent / "data" / "broker" / "frames-trial.log"
+from .conftest import SHARED, need
+
+# Frames the real awsiotsdk client sent (and a trial broker answered); see its README there.
+TRIAL_LOG = SHARED / "data" / "ipc" / "frames-trial.log"
+TRIAL_FRAMES = 16
 
 _FRAME_LINE = re.compile(
     r"^(?P<dir>C->S|S->C) len=(?P<len>\d+) hdrlen=(?P<hdrlen>\d+) "
@@ -53,9 +55,14 @@ class LoggedFrame:
         return len(self.payload) == self.payload_size
 
 
+def _trial_log() -> str:
+    need(TRIAL_LOG.is_file(), f"{TRIAL_LOG} (the captured IPC frames in ../shared)")
+    return TRIAL_LOG.read_text()
+
+
 def _logged_frames() -> list[LoggedFrame]:
     frames = []
-    for line in TRIAL_LOG.read_text().splitlines():
+    for line in _trial_log().splitlines():
         match = _FRAME_LINE.match(line)
         if match is None:
             continue
@@ -81,11 +88,13 @@ def _logged_frames() -> list[LoggedFrame]:
     return frames
 
 
-LOGGED = _logged_frames()
+@pytest.fixture(scope="module")
+def logged() -> list[LoggedFrame]:
+    return _logged_frames()
 
 
 def _connect_hex() -> bytes:
-    for line in TRIAL_LOG.read_text().splitlines():
+    for line in _trial_log().splitlines():
         if line.strip().startswith("hex:"):
             return bytes.fromhex(line.split(":", 1)[1].strip())
     raise AssertionError("no hex line in the trial log")
@@ -112,10 +121,10 @@ def _raw_frame(
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def test_log_parser_found_every_frame() -> None:
-    lines = [line for line in TRIAL_LOG.read_text().splitlines() if "->" in line[:4]]
-    assert len(LOGGED) == len(lines) == 16
-    assert sum(frame.direction == "C->S" for frame in LOGGED) == 8
+def test_log_parser_found_every_frame(logged: list[LoggedFrame]) -> None:
+    lines = [line for line in _trial_log().splitlines() if "->" in line[:4]]
+    assert len(logged) == len(lines) == TRIAL_FRAMES
+    assert sum(frame.direction == "C->S" for frame in logged) == 8
 
 
 def test_golden_connect_decodes() -> None:
@@ -135,8 +144,9 @@ def test_golden_connect_reencodes_byte_identically() -> None:
     assert decode_message(golden).encode() == golden
 
 
-@pytest.mark.parametrize("frame", LOGGED, ids=[f"{i}-{f.direction}" for i, f in enumerate(LOGGED)])
-def test_logged_frame_lengths_and_crcs(frame: LoggedFrame) -> None:
+@pytest.mark.parametrize("index", range(TRIAL_FRAMES))
+def test_logged_frame_lengths_and_crcs(logged: list[LoggedFrame], index: int) -> None:
+    frame = logged[index]
     payload = frame.payload if frame.complete else bytes(frame.payload_size)
     encoded = encode_message(frame.headers, payload)
     total, headers_length, prelude_crc = _prelude(encoded)
@@ -150,8 +160,10 @@ def test_logged_frame_lengths_and_crcs(frame: LoggedFrame) -> None:
         assert decode_message(encoded) == Message(frame.headers, frame.payload)
 
 
-def _logged(direction: str, message_type: int, model_type: str | None = None) -> LoggedFrame:
-    for frame in LOGGED:
+def _logged(
+    frames: list[LoggedFrame], direction: str, message_type: int, model_type: str | None = None
+) -> LoggedFrame:
+    for frame in frames:
         headers = {h.name: h.value for h in frame.headers}
         if (
             frame.direction == direction
@@ -167,24 +179,25 @@ def _assert_same_frame(encoded: bytes, logged: LoggedFrame) -> None:
     assert struct.unpack(">I", encoded[-4:])[0] == logged.message_crc
 
 
-def test_server_frames_match_the_trial_capture() -> None:
-    _assert_same_frame(rpc.connect_ack(accepted=True), _logged("S->C", MessageType.CONNECT_ACK))
-    ping = decode_message(encode_message(_logged("C->S", MessageType.PING).headers))
-    _assert_same_frame(rpc.ping_response(ping), _logged("S->C", MessageType.PING_RESPONSE))
+def test_server_frames_match_the_trial_capture(logged: list[LoggedFrame]) -> None:
+    connect_ack = _logged(logged, "S->C", MessageType.CONNECT_ACK)
+    _assert_same_frame(rpc.connect_ack(accepted=True), connect_ack)
+    ping = decode_message(encode_message(_logged(logged, "C->S", MessageType.PING).headers))
+    _assert_same_frame(rpc.ping_response(ping), _logged(logged, "S->C", MessageType.PING_RESPONSE))
     subscribe = "aws.greengrass#SubscribeToTopicResponse"
     _assert_same_frame(
         rpc.application_message(1, subscribe, b"{}", terminate=False),
-        _logged("S->C", MessageType.APPLICATION_MESSAGE, subscribe),
+        _logged(logged, "S->C", MessageType.APPLICATION_MESSAGE, subscribe),
     )
     publish = "aws.greengrass#PublishToTopicResponse"
     _assert_same_frame(
         rpc.application_message(2, publish, b"{}", terminate=True),
-        _logged("S->C", MessageType.APPLICATION_MESSAGE, publish),
+        _logged(logged, "S->C", MessageType.APPLICATION_MESSAGE, publish),
     )
 
 
-def test_client_terminate_stream_frame_is_empty_with_the_flag() -> None:
-    frames = [f for f in LOGGED if f.direction == "C->S" and f.length == 71]
+def test_client_terminate_stream_frame_is_empty_with_the_flag(logged: list[LoggedFrame]) -> None:
+    frames = [f for f in logged if f.direction == "C->S" and f.length == 71]
     closing = next(f for f in frames if dict((h.name, h.value) for h in f.headers)[":stream-id"])
     metadata = rpc.read_metadata(Message(closing.headers, closing.payload))
     assert metadata.flags == MessageFlag.TERMINATE_STREAM
