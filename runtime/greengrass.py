@@ -138,6 +138,9 @@ class GreengrassTransport:
         with self._lock:
             self._generation += 1
             generation = self._generation
+            # Cleared before connecting, never after: a disconnect that happens while we
+            # subscribe must stay visible to the supervisor.
+            self._lost.clear()
         connection = ipc.connect(
             ipc_socket=self._socket_path,
             authtoken=self._auth_token,
@@ -161,7 +164,6 @@ class GreengrassTransport:
             raise
         with self._lock:
             self._client, self._operations = client, operations
-            self._lost.clear()
             self._connected.set()
         _log.info(
             "IPC connected; subscribed to %s", ", ".join(self._topics) if operations else "nothing"
