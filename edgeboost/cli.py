@@ -175,6 +175,11 @@ def server_config(args: argparse.Namespace) -> Any:
 def _train(args: argparse.Namespace) -> int:
     from edgeboost.compile.train import train_wine_quality
 
+    if args.output.suffix not in (".json", ".ubj"):
+        raise SystemExit(f"edgeboost train: error: {args.output} must end in .json or .ubj")
+    if args.trials is not None and args.trials < 1:
+        raise SystemExit("edgeboost train: error: --trials must be at least 1")
+
     report = train_wine_quality(args.data, args.output, trials=args.trials, seed=args.seed)
     print(json.dumps(report, indent=2))
     return 0

@@ -128,7 +128,11 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
     name = f"{options.name}.Consumer"
     artifacts = output / "artifacts" / name / options.version
     artifacts.mkdir(parents=True, exist_ok=True)
-    code = resources.files("edgeboost.recipes").joinpath("consumer", "consumer.py").read_bytes()
+    code = (
+        resources.files("edgeboost.recipes")
+        .joinpath("example-consumer", "consumer.py")
+        .read_bytes()
+    )
     (artifacts / "consumer.py").write_bytes(code)
     shutil.copyfile(requests, artifacts / "requests.json")
     prefix = options.artifact_uri_prefix.rstrip("/")
