@@ -101,36 +101,24 @@ class Emulator:
 
     triple: str
     qemu: str
-    # The cross toolchain's libc: headers to build against, loader and libs to run with.
-    sysroot: Path
-    sysroot_package: str
     debian_arch: str
+
+    @property
+    def sysroot(self) -> Path:
+        """The cross toolchain's libc: headers to build against, loader and libs to run with."""
+        return Path(f"/usr/{TOOLCHAINS[self.triple].gnu_triple}")
+
+    @property
+    def sysroot_package(self) -> str:
+        return TOOLCHAINS[self.triple].libc_package
 
 
 EMULATORS: dict[str, Emulator] = {
     e.triple: e
     for e in (
-        Emulator(
-            "x86_64-linux-gnu",
-            "qemu-x86_64-static",
-            Path("/usr/x86_64-linux-gnu"),
-            "libc6-dev-amd64-cross",
-            "amd64",
-        ),
-        Emulator(
-            "aarch64-linux-gnu",
-            "qemu-aarch64-static",
-            Path("/usr/aarch64-linux-gnu"),
-            "libc6-dev-arm64-cross",
-            "arm64",
-        ),
-        Emulator(
-            "armv7-linux-gnueabihf",
-            "qemu-arm-static",
-            Path("/usr/arm-linux-gnueabihf"),
-            "libc6-dev-armhf-cross",
-            "armhf",
-        ),
+        Emulator("x86_64-linux-gnu", "qemu-x86_64-static", "amd64"),
+        Emulator("aarch64-linux-gnu", "qemu-aarch64-static", "arm64"),
+        Emulator("armv7-linux-gnueabihf", "qemu-arm-static", "armhf"),
     )
 }
 assert EMULATORS.keys() == TARGETS.keys(), "every runtime target needs an emulator entry"
