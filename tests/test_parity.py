@@ -153,7 +153,11 @@ def test_hypothesis_rows_bit_identical(
         max_examples=HYPOTHESIS_BATCHES,
         deadline=None,
         derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,  # a batch of wide rows is large by design
+        ],
     )
     @given(rows=_probing_rows(split_thresholds(source), source.num_feature))
     def check(rows: list[tuple[float, ...]]) -> None:
