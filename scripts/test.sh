@@ -8,6 +8,7 @@ scripts/bootstrap.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-# Cross-target drivers and the Debian arm64/armhf Python userlands (cached in tests/.cache).
-.venv/bin/python -m edgeboost.compile.emulation prepare --target all --cache tests/.cache/emulation
+# Cross-target drivers and the Debian arm64/armhf Python userlands, cached outside the checkout
+# (~/.cache/edgeboost/emulation) so later runs on this machine skip the download.
+.venv/bin/python -m edgeboost.compile.emulation prepare --target all
 .venv/bin/python -m pytest "$@"

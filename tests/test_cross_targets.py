@@ -4,7 +4,7 @@ target Python (Debian bookworm python3 + python3-cffi) running edgeboost.runtime
 Needs gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc6-dev-*-cross),
 qemu-user-static, and apt access to bookworm arm64/armhf (.ci/install-cross.sh). Skips
 locally when those are missing; fails in CI (see conftest.need). The drivers and userlands
-are cached in tests/.cache/emulation, so only the first run downloads anything.
+are cached in ~/.cache/edgeboost/emulation, so only the first run on a machine downloads anything.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edgeboost.compile.emulation import (
     EmulationError,
     MissingToolError,
     build_driver,
+    default_cache_dir,
     prepare_python_root,
     qemu_prefix,
     run_library,
@@ -43,7 +44,8 @@ from edgeboost.runtime.targets import TARGETS
 from .conftest import OLD_MODEL_EXPECTED, REPO, need
 from .zoo import train
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "emulation"
+# Outside the checkout, so that CI (a fresh clone each time) reuses it on the same machine.
+CACHE = default_cache_dir()
 PROBE = Path(__file__).resolve().parent / "_probe_cross.py"
 REFERENCE_TARGET = "x86_64-linux-gnu"
 EMULATED = ("aarch64-linux-gnu", "armv7-linux-gnueabihf")
