@@ -87,12 +87,18 @@ def load_source_model(path: str | Path) -> SourceModel:
     path = Path(path)
     raw = path.read_bytes()
     fmt = sniff_format(raw)
-    tl_model = treelite.frontend.load_xgboost_model(
-        path, format_choice="json" if fmt == "xgboost-json" else "ubjson"
-    )
     booster = require("xgboost").Booster(model_file=bytearray(raw))
     config = json.loads(booster.save_config())
     objective = config["learner"]["objective"]["name"]
+    kind = config["learner"]["gradient_booster"]["name"]
+    if kind != "gbtree":
+        raise UnsupportedModelError(f"{path}: booster {kind!r} is not supported; use gbtree")
+    try:
+        tl_model = treelite.frontend.load_xgboost_model(
+            path, format_choice="json" if fmt == "xgboost-json" else "ubjson"
+        )
+    except treelite.TreeliteError as exc:
+        raise UnsupportedModelError(f"{path}: Treelite cannot load it: {exc}") from exc
 
     header = tl_model.get_header_accessor()
     postprocessor = str(header.get_field("postprocessor"))

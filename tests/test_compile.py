@@ -1,0 +1,110 @@
+"""The compile step's refusals and error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from edgeboost.compile import ToolchainError, UnsupportedModelError, compile_bundle
+from edgeboost.compile.source import load_source_model, sniff_format
+from edgeboost.compile.toolchain import TOOLCHAINS, LibraryJob, build_libraries
+from edgeboost.runtime import Manifest
+
+
+def _train(tmp_path: Path, params: dict, name: str = "m.json", **dmatrix: object) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    label = rng.integers(0, 3, 200) if params.get("num_class") else x[:, 0]
+    booster = xgb.train(params, xgb.DMatrix(x, label=label, **dmatrix), 3)  # type: ignore[arg-type]
+    path = tmp_path / name
+    booster.save_model(path)
+    return path
+
+
+def test_a_compiler_error_names_command_exit_code_and_stderr(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.c"
+    broken.write_text("int f(void) { return missing_symbol; }\n")
+    job = LibraryJob("x86_64-linux-gnu", (broken,), (), tmp_path / "obj")
+    with pytest.raises(ToolchainError) as caught:
+        build_libraries([job], workers=1)
+    message = str(caught.value)
+    assert "command: " in message and "broken.c" in message and "-O2" in message
+    assert "exit code: 1" in message
+    assert "missing_symbol" in message  # the compiler's own words
+
+
+def test_a_missing_cross_compiler_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ToolchainError, match="apt-get install gcc-aarch64-linux-gnu"):
+        TOOLCHAINS["aarch64-linux-gnu"].resolve()
+
+
+def test_unknown_target_is_refused(tmp_path: Path) -> None:
+    model = _train(tmp_path, {"objective": "reg:squarederror"})
+    with pytest.raises(ToolchainError, match="unknown target 'riscv64'"):
+        compile_bundle(model, tmp_path / "b", targets=["riscv64"])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"objective": "multi:softmax", "num_class": 3}, "multi:softprob"),
+        ({"objective": "reg:squarederror", "booster": "gblinear"}, "not supported"),
+        ({"objective": "rank:pairwise"}, "is not supported"),
+    ],
+)
+def test_unsupported_models_are_refused_clearly(tmp_path: Path, params: dict, message: str) -> None:
+    model = _train(tmp_path, params)
+    with pytest.raises(UnsupportedModelError, match=message):
+        load_source_model(model)
+
+
+def test_categorical_features_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.integers(0, 4, 300), rng.normal(size=300)]).astype(np.float32)
+    data = xgb.DMatrix(x, label=x[:, 1], feature_types=["c", "q"], enable_categorical=True)
+    path = tmp_path / "categorical.json"
+    xgb.train({"max_cat_to_onehot": 1}, data, 3).save_model(path)
+    with pytest.raises(UnsupportedModelError, match="categorical"):
+        load_source_model(path)
+
+
+def test_legacy_binary_models_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"binf\x00\x00\x00\x3f")
+    with pytest.raises(UnsupportedModelError, match="legacy binary"):
+        sniff_format(path.read_bytes())
+
+
+def test_json_and_ubjson_are_told_apart(tmp_path: Path) -> None:
+    params = {"objective": "reg:squarederror"}
+    assert sniff_format(_train(tmp_path, params, "a.json").read_bytes()) == "xgboost-json"
+    assert sniff_format(_train(tmp_path, params, "a.ubj").read_bytes()) == "xgboost-ubjson"
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    model = _train(tmp_path, {"objective": "reg:squarederror"})
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ToolchainError, match="not a bundle"):
+        compile_bundle(model, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_recompiling_replaces_a_bundle_and_records_the_build(tmp_path: Path) -> None:
+    model = _train(tmp_path, {"objective": "reg:squarederror"}, feature_names=["a", "b", "c"])
+    out = tmp_path / "bundle"
+    compile_bundle(model, out, name="first")
+    compile_bundle(model, out, name="second")
+    manifest = Manifest.read(out)
+    assert manifest.model.name == "second"
+    assert manifest.feature_names == ("a", "b", "c")
+    (library,) = manifest.targets.values()
+    assert library.parity is not None and library.parity["margin_mismatched_rows"] == 0
+    assert "-ffp-contract=off" in library.flags and "-ffast-math" not in library.flags
+    assert json.loads((out / "manifest.json").read_text())["tools"]["tl2cgen"] == "1.0.0"
+    assert not list(tmp_path.glob(".bundle*")), "no staging folders left behind"
