@@ -3,12 +3,13 @@
 Needs the ``compile`` extra (xgboost-cpu, treelite, tl2cgen, numpy).
 """
 
-from .bundle import ALL_TARGETS, compile_bundle, resolve_targets
+from .bundle import ALL_TARGETS, BACKENDS, compile_bundle, resolve_targets
 from .errors import MissingExtraError, ParityError, ToolchainError, UnsupportedModelError
 from .source import OBJECTIVES, SourceModel, load_source_model
 
 __all__ = [
     "ALL_TARGETS",
+    "BACKENDS",
     "OBJECTIVES",
     "MissingExtraError",
     "ParityError",

@@ -28,15 +28,22 @@ from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
 from .errors import ParityError, ToolchainError
+from .kernel_backend import KERNEL_SOURCE, write_kernel_sources
 from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
 from .source import SourceModel, load_source_model
-from .tl2cgen_backend import generate_tl2cgen_sources
+from .tl2cgen_backend import GeneratedSources, generate_tl2cgen_sources
 from .toolchain import BuiltLibrary, LibraryJob, build_libraries
 
-__all__ = ["ALL_TARGETS", "compile_bundle", "resolve_targets"]
+__all__ = ["ALL_TARGETS", "BACKENDS", "compile_bundle", "resolve_targets"]
 
 _log = logging.getLogger(__name__)
 ALL_TARGETS = tuple(TARGETS)
+# Backend -> (writes the model's C into a folder, the native/ file compiled with it).
+_BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str]] = {
+    "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c"),
+    "kernel": (write_kernel_sources, KERNEL_SOURCE),
+}
+BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
 
 
@@ -65,13 +72,19 @@ def compile_bundle(
     verify: bool = True,
     keep_sources: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    backend: str = "tl2cgen",
 ) -> Manifest:
     """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
 
-    ``verify`` checks the host library (when built) against XGBoost on 4,096 probing rows
-    and refuses to write the bundle unless every margin is bit-identical.
+    ``backend`` is "tl2cgen" (nested if-else C, the reference) or "kernel" (the forest as
+    tables walked by native/forest_kernel.c). ``verify`` checks the host library (when built)
+    against XGBoost on 4,096 probing rows and refuses to write the bundle unless every margin
+    is bit-identical.
     """
     say = progress or _log.info
+    if backend not in _BACKENDS:
+        raise ToolchainError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    generate, adapter_name = _BACKENDS[backend]
     out_dir = Path(out_dir)
     triples = resolve_targets(targets)
     source = load_source_model(model_path)
@@ -86,9 +99,9 @@ def compile_bundle(
     try:
         with tempfile.TemporaryDirectory(prefix="edgeboost-build-") as scratch:
             work = Path(keep_sources) if keep_sources else Path(scratch)
-            generated = generate_tl2cgen_sources(source, work / "c")
+            generated = generate(source, work / "c")
             native_dir = Path(str(resources.files("edgeboost.native")))
-            adapter = native_dir / "tl2cgen_adapter.c"
+            adapter = native_dir / adapter_name
             library_jobs = [
                 LibraryJob(
                     triple=triple,
@@ -101,7 +114,7 @@ def compile_bundle(
             say(f"compiling {len(generated.c_files)} units for {', '.join(triples)}")
             built = build_libraries(library_jobs, workers=jobs or os.cpu_count() or 1, progress=say)
             libraries = {t: _install_library(staging, built[t]) for t in triples}
-        manifest = _manifest(source, name, libraries)
+        manifest = _manifest(source, name, libraries, backend)
         _write_manifest(staging, manifest)
         if verify and host_target() in libraries:
             manifest = _verify_host(staging, manifest, source, say)
@@ -132,7 +145,7 @@ def _install_library(staging: Path, built: BuiltLibrary) -> TargetLibrary:
 
 
 def _manifest(
-    source: SourceModel, name: str | None, libraries: dict[str, TargetLibrary]
+    source: SourceModel, name: str | None, libraries: dict[str, TargetLibrary], backend: str
 ) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -143,7 +156,7 @@ def _manifest(
             format=source.format,
         ),
         tools=_tool_versions(),
-        backend="tl2cgen",
+        backend=backend,
         abi_version=1,
         objective=source.objective,
         postprocessor=source.postprocessor,

@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="host (default), all, or a triple; repeat for several",
     )
     comp.add_argument("--name", help="model name recorded in the manifest (default: file stem)")
+    comp.add_argument(
+        "--backend",
+        choices=("tl2cgen", "kernel"),  # compile.BACKENDS; literal so --help imports nothing
+        default="tl2cgen",
+        help="code generator: tl2cgen (nested if-else C, the reference) or kernel "
+        "(the forest as tables walked by one branch-free kernel)",
+    )
     comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
     comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")
     comp.add_argument("--keep-sources", type=Path, help="keep the generated C in this folder")
@@ -196,6 +203,7 @@ def _compile(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         verify=not args.no_verify,
         keep_sources=args.keep_sources,
+        backend=args.backend,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(args.output)

@@ -108,3 +108,13 @@ def test_recompiling_replaces_a_bundle_and_records_the_build(tmp_path: Path) -> 
     assert "-ffp-contract=off" in library.flags and "-ffast-math" not in library.flags
     assert json.loads((out / "manifest.json").read_text())["tools"]["tl2cgen"] == "1.0.0"
     assert not list(tmp_path.glob(".bundle*")), "no staging folders left behind"
+
+
+def test_cli_backend_choices_are_the_compile_backends() -> None:
+    from edgeboost.compile import BACKENDS
+
+    from edgeboost.cli import _parser
+
+    compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
+    (action,) = [a for a in compile_parser._actions if a.dest == "backend"]
+    assert tuple(action.choices) == BACKENDS
