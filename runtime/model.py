@@ -97,25 +97,26 @@ class Model:
         Raises InputError (a ValueError) for unusable rows, FeatureNameError for rows keyed
         by the wrong names.
         """
-        batch = to_batch(rows, self.manifest.num_feature, self.manifest.feature_names)
-        n_out = self.manifest.num_output
-        if batch.from_numpy:
+        manifest = self.manifest
+        data, n_rows, from_numpy = to_batch(rows, manifest.num_feature, manifest.feature_names)
+        n_out = manifest.num_output
+        if from_numpy:
             import numpy as np
 
-            shape = (batch.n_rows,) if n_out == 1 else (batch.n_rows, n_out)
-            out: Any = np.empty(shape, dtype=np.float32)
+            out: Any = np.empty((n_rows,) if n_out == 1 else (n_rows, n_out), dtype=np.float32)
         else:
-            out = array("f", bytes(4 * batch.n_rows * n_out))
-        ffi, lib = self._native.ffi, self._native.lib
-        status = lib.edgeboost_predict(
-            ffi.from_buffer("float[]", batch.data),
-            batch.n_rows,
-            self.manifest.num_feature,
+            out = array("f", bytes(4 * n_rows * n_out))
+        ffi = self._native.ffi
+        status = self._native.lib.edgeboost_predict(
+            ffi.from_buffer("float[]", data),
+            n_rows,
+            manifest.num_feature,
             1 if margin else 0,
             ffi.from_buffer("float[]", out, require_writable=True),
         )
-        self._native.check(status)
-        if batch.from_numpy:
+        if status:
+            self._native.check(status)
+        if from_numpy:
             return out
         values = out.tolist()
         if n_out == 1:

@@ -69,10 +69,10 @@ def test_every_input_form_gives_the_same_predictions(
 def test_numpy_float32_input_is_not_copied(model: Model) -> None:
     from edgeboost.runtime.inputs import to_batch
 
-    batch = to_batch(ROWS_NP, 4, NAMES)
-    assert batch.data is ROWS_NP
+    data, n_rows, from_numpy = to_batch(ROWS_NP, 4, NAMES)
+    assert data is ROWS_NP and n_rows == 3 and from_numpy
     flat = array("f", [0.0] * 8)
-    assert to_batch(flat, 4, NAMES).data is flat
+    assert to_batch(flat, 4, NAMES)[0] is flat
 
 
 def test_margin_and_output_types(model: Model) -> None:
