@@ -38,11 +38,9 @@ Batch = tuple[Any, int, bool]
 
 def to_batch(rows: Any, num_feature: int, feature_names: Sequence[str] | None) -> Batch:
     module = type(rows).__module__
-    if module == "numpy":  # ndarray's own module: the hot path, tested first and exactly
+    if module == "numpy" or module.startswith("numpy."):  # ndarray's module is "numpy"
         return _from_numpy(rows, num_feature)
-    if module.startswith(("numpy.", "pandas")):
-        if module.startswith("numpy."):
-            return _from_numpy(rows, num_feature)
+    if module.startswith("pandas"):
         return _from_dataframe(rows, num_feature, feature_names)
     if isinstance(rows, array):
         return _from_flat(_as_float32_array(rows), num_feature)
