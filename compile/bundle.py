@@ -45,6 +45,8 @@ _BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str]
 }
 BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
+# native/ code every library has, whatever the backend (status messages, ABI version).
+COMMON_SOURCE = "edgeboost_common.c"
 
 
 def resolve_targets(names: Sequence[str]) -> tuple[str, ...]:
@@ -105,7 +107,7 @@ def compile_bundle(
             library_jobs = [
                 LibraryJob(
                     triple=triple,
-                    sources=(*generated.c_files, adapter),
+                    sources=(*generated.c_files, adapter, native_dir / COMMON_SOURCE),
                     include_dirs=(generated.directory, native_dir),
                     work_dir=work / "obj" / triple,
                 )

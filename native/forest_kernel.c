@@ -160,24 +160,6 @@ void eb_forest_predict_range(const float *rows, int64_t begin, int64_t end, int3
 
 /* ---- edgeboost.h ------------------------------------------------------------------------ */
 
-const char *edgeboost_status_message(int32_t status) {
-  switch (status) {
-    case EDGEBOOST_OK:
-      return "ok";
-    case EDGEBOOST_E_NULL_POINTER:
-      return "rows or out is NULL";
-    case EDGEBOOST_E_NEGATIVE_ROWS:
-      return "n_rows is negative";
-    case EDGEBOOST_E_WIDTH_MISMATCH:
-      return "n_cols differs from the model's number of features";
-    case EDGEBOOST_E_OUT_OF_MEMORY:
-      return "out of memory";
-    default:
-      return "unknown status code";
-  }
-}
-
-int32_t edgeboost_abi_version(void) { return EDGEBOOST_ABI_VERSION; }
 int32_t edgeboost_num_feature(void) { return EB_NUM_FEATURE; }
 int32_t edgeboost_num_output(void) { return EB_NUM_OUTPUT; }
 const char *edgeboost_threshold_type(void) { return "float32"; }

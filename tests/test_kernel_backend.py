@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 from edgeboost.compile import UnsupportedModelError, compile_bundle, load_source_model
+from edgeboost.compile.bundle import COMMON_SOURCE
 from edgeboost.compile.emulation import (
     EmulationError,
     MissingToolError,
@@ -609,6 +610,7 @@ def _sanitized_library(source: SourceModel, folder: Path, **tables: Any) -> Path
         f"-I{generated.directory}",
         f"-I{NATIVE}",
         str(NATIVE / "forest_kernel.c"),
+        str(NATIVE / COMMON_SOURCE),
         *map(str, generated.c_files),
         "-shared",
         "-o",
@@ -657,7 +659,7 @@ def test_kernel_compiles_without_warnings_for_every_target(
 ) -> None:
     compiler = _tool(f"a C compiler for {triple}", lambda: _resolve_compiler(triple))
     generated = write_kernel_sources(load_source_model(model_path("multi_softprob")), tmp_path)
-    for source in (NATIVE / "forest_kernel.c", *generated.c_files):
+    for source in (NATIVE / "forest_kernel.c", NATIVE / COMMON_SOURCE, *generated.c_files):
         command = [
             compiler,
             *COMMON_FLAGS,
