@@ -157,7 +157,7 @@ def _manifest(
             sha256=source.sha256,
             format=source.format,
         ),
-        tools=_tool_versions(),
+        tools=_tool_versions(backend),
         backend=backend,
         abi_version=1,
         objective=source.objective,
@@ -175,9 +175,13 @@ def _manifest(
     )
 
 
-def _tool_versions() -> dict[str, str]:
+def _tool_versions(backend: str) -> dict[str, str]:
+    """Versions of what shaped the library: tl2cgen only when it generated the code."""
     versions = {"python": platform.python_version()}
-    for package in ("edgeboost", "xgboost-cpu", "xgboost", "treelite", "tl2cgen"):
+    packages = ["edgeboost", "xgboost-cpu", "xgboost", "treelite"]
+    if backend == "tl2cgen":
+        packages.append("tl2cgen")
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
