@@ -133,6 +133,15 @@ def _parser() -> argparse.ArgumentParser:
         add_broker_arguments(broker)
         broker.set_defaults(handler=_broker)
 
+    try:  # host-side only, like the broker
+        from edgeboost.benchmarks.cli import add_arguments as add_bench_arguments
+    except ImportError:
+        add_bench_arguments = None
+    if add_bench_arguments is not None:
+        bench = commands.add_parser("bench", help="benchmark report: speed, memory, size, parity")
+        add_bench_arguments(bench)
+        bench.set_defaults(handler=_bench)
+
     serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
     serve.add_argument("bundle", type=Path)
     _add_server_options(serve)
@@ -239,6 +248,12 @@ def _demo(args: argparse.Namespace) -> int:
     from edgeboost.demo import run_demo
 
     return run_demo(args.bundle, args.requests, repeat=args.repeat)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgeboost.benchmarks.cli import run
+
+    return run(args)
 
 
 def _broker(args: argparse.Namespace) -> int:

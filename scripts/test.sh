@@ -11,4 +11,8 @@ scripts/bootstrap.sh test
 # Cross-target drivers and the Debian arm64/armhf Python userlands, cached outside the checkout
 # (~/.cache/edgeboost/emulation) so later runs on this machine skip the download.
 .venv/bin/python -m edgeboost.compile.emulation prepare --target all
+# The quick benchmark report, kept in bench-results/ (no timing is asserted; parity is).
+.venv/bin/edgeboost bench --quick -o bench-results > bench-results.log 2>&1 \
+  || { tail -50 bench-results.log; exit 1; }
+echo "benchmark report: bench-results/REPORT.md"
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from edgeboost.benchmarks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""PNG figures from results.json (matplotlib, Agg backend, small files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_plots"]
+
+_DPI = 90
+
+
+def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write latency.png, throughput.png, memory.png and size.png; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, draw in (
+        ("latency.png", _latency),
+        ("throughput.png", _throughput),
+        ("memory.png", _memory),
+        ("size.png", _size),
+    ):
+        figure = draw(plt, results)
+        path = out_dir / name
+        figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def _labels(results: dict[str, Any]) -> dict[str, str]:
+    return {k: e["label"] for k, e in results["engines"].items()}
+
+
+def _colour(results: dict[str, Any], key: str) -> str:
+    return "tab:green" if results["engines"][key]["family"] == "edgeboost" else "tab:grey"
+
+
+def _latency(plt: Any, results: dict[str, Any]) -> Any:
+    models = list(results["models"])
+    labels = _labels(results)
+    keys = [k for k in labels if any("call_us" in _single(results, m, k) for m in models)]
+    figure, axes = plt.subplots(
+        1, len(models), figsize=(4 + 3.5 * len(models), 4.2), squeeze=False, sharey=True
+    )
+    ys = list(range(len(keys)))
+    for axis, model_key in zip(axes[0], models, strict=True):
+        p50 = [_single(results, model_key, k).get("call_us", {}).get("p50", 0) for k in keys]
+        p99 = [_single(results, model_key, k).get("call_us", {}).get("p99", 0) for k in keys]
+        axis.barh(ys, p50, color=[_colour(results, k) for k in keys])
+        spread = [max(b - a, 0) for a, b in zip(p50, p99, strict=True)]
+        axis.errorbar(
+            p50, ys, xerr=[[0] * len(keys), spread], fmt="none", ecolor="black", capsize=3, lw=1
+        )
+        axis.set_xscale("log")
+        axis.set_xlabel("µs per call: bar p50, whisker p99")
+        axis.set_title(f"{model_key}: one row per call", fontsize=10)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(ys, [labels[k] for k in keys], fontsize=8)
+    axes[0][0].invert_yaxis()
+    figure.tight_layout()
+    return figure
+
+
+def _single(results: dict[str, Any], model_key: str, key: str) -> dict[str, Any]:
+    timing: dict[str, Any] = results["models"][model_key].get("timing", {})
+    return dict(timing.get(key, {}).get("1", {}))
+
+
+def _throughput(plt: Any, results: dict[str, Any]) -> Any:
+    models = list(results["models"])
+    figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
+    labels = _labels(results)
+    for axis, model_key in zip(axes[0], models, strict=True):
+        timing = results["models"][model_key].get("timing", {})
+        for key in labels:
+            points = [
+                (int(b), e["rows_per_cpu_s"])
+                for b, e in sorted(timing.get(key, {}).items(), key=lambda item: int(item[0]))
+                if "rows_per_cpu_s" in e
+            ]
+            if not points:
+                continue
+            xs = [b for b, _ in points]
+            style = "-" if results["engines"][key]["family"] == "edgeboost" else "--"
+            (line,) = axis.plot(
+                xs,
+                [s["median"] for _, s in points],
+                style,
+                marker="o",
+                markersize=3,
+                label=labels[key],
+                linewidth=1.2,
+            )
+            axis.fill_between(
+                xs,
+                [s["min"] for _, s in points],
+                [s["max"] for _, s in points],
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("rows per call")
+        axis.set_ylabel("rows per CPU-second")
+        axis.set_title(model_key, fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    figure.tight_layout()
+    return figure
+
+
+def _memory(plt: Any, results: dict[str, Any]) -> Any:
+    models = list(results["models"])
+    labels = _labels(results)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(models)
+    keys = [
+        k
+        for k in labels
+        if any(
+            "peak_rss_mib" in results["models"][m].get("coldstart", {}).get(k, {}) for m in models
+        )
+    ]
+    for i, model_key in enumerate(models):
+        cold = results["models"][model_key].get("coldstart", {})
+        ys = [y + i * width for y in range(len(keys))]
+        rss = [cold.get(k, {}).get("peak_rss_mib") or 0 for k in keys]
+        start = [_startup_ms(cold.get(k, {})) for k in keys]
+        axes[0].barh(ys, rss, height=width, label=model_key)
+        axes[1].barh(ys, start, height=width, label=model_key)
+    for axis, title in (
+        (axes[0], "peak RSS, MiB"),
+        (axes[1], "import + load, ms (C harness: the whole process)"),
+    ):
+        axis.set_yticks(
+            [y + width * (len(models) - 1) / 2 for y in range(len(keys))],
+            [labels[k] for k in keys],
+            fontsize=8,
+        )
+        axis.invert_yaxis()
+        axis.set_xlabel(title)
+        axis.grid(axis="x", alpha=0.3)
+    axes[1].set_yticks([])
+    axes[1].set_xscale("log")
+    axes[0].legend(fontsize=8)
+    figure.suptitle("fresh process per engine: import, load, predict one row", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _startup_ms(entry: dict[str, Any]) -> float:
+    if entry.get("import_s") is None:  # the C harness: its whole life is the start-up
+        return 1e3 * (entry.get("process_wall_s") or 0)
+    return 1e3 * (entry["import_s"] + (entry.get("load_s") or 0))
+
+
+def _size(plt: Any, results: dict[str, Any]) -> Any:
+    figure, axis = plt.subplots(figsize=(9, 3.8))
+    names, library, zipped = [], [], []
+    for model_key, model in results["models"].items():
+        for backend, build in model.get("builds", {}).items():
+            for triple, target in build["targets"].items():
+                suffix = "" if backend == "tl2cgen" else f" [{backend}]"
+                names.append(f"{model_key}\n{triple}{suffix}")
+                library.append(target["library_bytes"] / 1024)
+                zipped.append(target["zip_bytes"] / 1024)
+    xs = list(range(len(names)))
+    for offset, values, label, colour in (
+        (-0.2, library, "libmodel.so (stripped)", "tab:green"),
+        (0.2, zipped, "Greengrass zip (runtime + bundle)", "tab:blue"),
+    ):
+        bars = axis.bar([x + offset for x in xs], values, width=0.4, label=label, color=colour)
+        axis.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7)
+    axis.set_xticks(xs, names, fontsize=7)
+    axis.set_ylabel("KiB")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,199 @@
+"""A whole benchmark run: models, builds, engines, then each measurement, into one dict.
+
+``run_benchmark`` returns the results (what results.json holds) and the parity failures of
+edgeboost engines and targets; it measures and never judges speed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .build import ModelBuild, build_model
+from .config import BenchConfig
+from .engines import Artifacts, EdgeboostC, Engine, Session, select_engines
+from .hostinfo import host_facts, load_average, versions
+from .memory import measure_coldstart
+from .models import WINE_MODEL, ModelCase, load_case, timing_rows, train_synthetic
+from .parity import Reference, engine_parity, target_parity
+from .timing import run_timing
+
+__all__ = ["RESULTS_VERSION", "run_benchmark"]
+
+RESULTS_VERSION = 1
+
+
+class _Phases:
+    """Wall time and load average at the start of every phase."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.log: list[dict[str, Any]] = []
+        self._started = time.perf_counter()
+
+    def start(self, name: str) -> None:
+        now = time.perf_counter() - self._started
+        self.log.append({"phase": name, "at_s": round(now, 1), "load_average": load_average()})
+        self.say(f"[{now:6.1f}s] {name}")
+
+
+def run_benchmark(
+    config: BenchConfig, work: Path, *, say: Callable[[str], None] = print
+) -> tuple[dict[str, Any], list[str]]:
+    started = time.perf_counter()
+    phases = _Phases(say)
+    phases.start("host facts")
+    engines = select_engines(config.engines)
+    results: dict[str, Any] = {
+        "results_version": RESULTS_VERSION,
+        "mode": config.mode,
+        "config": asdict(config),
+        "host": host_facts(),
+        "versions": versions(d for e in engines for d in e.distributions),
+        "engines": {e.key: _engine_info(e) for e in engines},
+        "models": {},
+    }
+    failures: list[str] = []
+    usable = [e for e in engines if results["engines"][e.key]["unavailable"] is None]
+    for engine in engines:
+        reason = results["engines"][engine.key]["unavailable"]
+        if reason:
+            say(f"  {engine.key}: skipped ({reason})")
+            if engine.family == "edgeboost":
+                failures.append(f"{engine.key} cannot run: {reason}")
+
+    # Every backend asked for, and every backend a selected engine loads.
+    backends = list(dict.fromkeys([*config.backends, *(e.backend for e in usable if e.backend)]))
+    phases.start("models")
+    cases: list[tuple[ModelCase, tuple[str, ...]]] = [
+        (load_case("wine-quality", WINE_MODEL), config.wine_targets)
+    ]
+    if config.synthetic is not None:
+        cases.append((train_synthetic(config.synthetic, work / "models"), config.synthetic_targets))
+
+    serving_bundle: Path | None = None
+    for case, targets in cases:
+        model_results: dict[str, Any] = {"model": case.as_dict()}
+        results["models"][case.key] = model_results
+        phases.start(f"{case.key}: compile per target")
+        builds = {
+            backend: build_model(case, targets, work, backend=backend, say=say)
+            for backend in backends
+        }
+        model_results["builds"] = {b: build.as_dict() for b, build in builds.items()}
+        if case.key == "wine-quality":
+            serving_bundle = builds[backends[0]].host_bundle
+        failures += _measure_model(config, case, builds, usable, work, model_results, phases)
+
+    if config.serving and serving_bundle is not None:
+        phases.start("serving through the local broker")
+        from .serving import measure_serving
+
+        try:
+            results["serving"] = measure_serving(
+                serving_bundle,
+                round_trips=config.serving_round_trips,
+                seconds=config.serving_seconds,
+                concurrency=config.serving_concurrency,
+                say=say,
+            )
+        except Exception as exc:  # awsiotsdk missing, a process failing: reported, not fatal
+            results["serving"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"  serving skipped: {exc}")
+    phases.start("done")
+    results["phases"] = phases.log
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["parity_failures"] = failures
+    return results, failures
+
+
+def _engine_info(engine: Engine) -> dict[str, Any]:
+    return {
+        "label": engine.label,
+        "family": engine.family,
+        "note": engine.note,
+        "unavailable": engine.unavailable(),
+    }
+
+
+def _measure_model(
+    config: BenchConfig,
+    case: ModelCase,
+    builds: dict[str, ModelBuild],
+    engines: list[Engine],
+    work: Path,
+    out: dict[str, Any],
+    phases: _Phases,
+) -> list[str]:
+    failures: list[str] = []
+    artifacts = Artifacts(
+        model=case.key,
+        model_path=str(case.model_path),
+        feature_names=case.feature_names,
+        bundles={b: str(build.host_bundle) for b, build in builds.items()},
+        work=str(work),
+    )
+    phases.start(f"{case.key}: engine builds")
+    out["engine_builds"] = {}
+    ready: list[Engine] = []
+    for engine in engines:
+        begun = time.perf_counter()
+        try:
+            artifacts = artifacts.with_files(engine.build(artifacts))
+        except Exception as exc:
+            out["engine_builds"][engine.key] = {"error": f"{type(exc).__name__}: {exc}"}
+            phases.say(f"  {engine.key}: build failed ({exc})")
+            if engine.family == "edgeboost":
+                failures.append(f"{case.key}: {engine.key} build failed: {exc}")
+            continue
+        seconds = time.perf_counter() - begun
+        if seconds > 0.05:
+            out["engine_builds"][engine.key] = {"seconds": round(seconds, 2)}
+        ready.append(engine)
+
+    sessions: dict[str, Session] = {}
+    try:
+        for engine in ready:
+            sessions[engine.key] = engine.open(artifacts)
+
+        phases.start(f"{case.key}: parity, {config.parity_rows:,} rows per engine")
+        reference = Reference(str(case.model_path), config.parity_rows)
+        out["parity"] = {}
+        for engine in ready:
+            report = engine_parity(engine, sessions[engine.key], reference)
+            out["parity"][engine.key] = report
+            if engine.family == "edgeboost" and not report["exact"]:
+                failures.append(f"{case.key}: {engine.key} is not bit-exact: {report}")
+        out["target_parity"] = {}
+        # The C engine runs this machine's library through the parity driver already.
+        from_c = {e.backend for e in ready if isinstance(e, EdgeboostC)}
+        for backend, build in builds.items():
+            per_target = target_parity(
+                build,
+                reference,
+                config.target_parity_rows,
+                skip_host=backend in from_c,
+                say=phases.say,
+            )
+            out["target_parity"][backend] = per_target
+            for triple, report in per_target.items():
+                if report.get("exact") is False:
+                    failures.append(f"{case.key}: {triple} ({backend}) is not bit-exact: {report}")
+        del reference
+
+        phases.start(f"{case.key}: latency and throughput")
+        rows = timing_rows(case, max(config.batch_sizes))
+        out["timing"] = run_timing(sessions, rows, config, say=phases.say)
+    finally:
+        for session in sessions.values():
+            session.close()
+        sessions.clear()
+
+    phases.start(f"{case.key}: fresh-process start-up and memory")
+    out["coldstart"] = measure_coldstart(ready, artifacts, config.coldstart_repeats, say=phases.say)
+    return failures

@@ -1,0 +1,314 @@
+"""Serving: request -> reply through the local Greengrass IPC broker with the real client.
+
+Three processes, as on a device: the broker (``python -m edgeboost.broker``, standing in for
+the Nucleus, with the access control of the packaged recipes), the inference component
+started from its unpacked Greengrass zip (``python -m edgeboost serve bundle``: no numpy, no
+compiler) and this process as the consumer, an awsiotsdk V2 client.
+
+- round trip: one request of one named-feature record at a time, publish to reply received;
+- sustained: ``concurrency`` client threads each send a request as soon as their previous
+  reply arrived (closed loop), for ``seconds``; replies per second and the server's RSS
+  (sampled from /proc every 50 ms) and CPU time under that load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .coldstart import proc_status_kib
+
+__all__ = ["OLD_DESIGN_ROUND_TRIP_MS", "ServingError", "measure_serving"]
+
+# The Lambda-in-Docker component this project replaces, measured on the same kind of request.
+OLD_DESIGN_ROUND_TRIP_MS = (24.0, 25.0)
+_NAME, _VERSION = "com.example.Bench", "1.0.0"
+_REQUESTS = Path(__file__).resolve().parents[1] / "models" / "wine-quality" / "requests.json"
+
+
+class ServingError(RuntimeError):
+    """The serving benchmark could not run (a process failed, replies did not come)."""
+
+
+class _Consumer:
+    """An awsiotsdk client that matches replies to requests by id."""
+
+    def __init__(self, socket_path: str, token: str, request_topic: str, response_topic: str):
+        import awsiot.greengrasscoreipc as ipc
+        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+
+        self._message = lambda payload: PublishMessage(
+            binary_message=BinaryMessage(message=payload)
+        )
+        self.client = GreengrassCoreIPCClientV2(
+            client=ipc.connect(ipc_socket=socket_path, authtoken=token)
+        )
+        self.request_topic = request_topic
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list[Any]]] = {}
+        _, self._operation = self.client.subscribe_to_topic(
+            topic=response_topic, on_stream_event=self._on_reply
+        )
+
+    def _on_reply(self, event: Any) -> None:
+        reply = json.loads(event.binary_message.message)
+        with self._lock:
+            waiter = self._waiting.pop(str(reply.get("id")), None)
+        if waiter is not None:
+            waiter[1].append(reply)
+            waiter[0].set()
+
+    def request(self, request_id: str, instances: list[Any], timeout: float = 10.0) -> Any:
+        """Publish one request and wait for its reply; None on time-out."""
+        done: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self._lock:
+            self._waiting[request_id] = done
+        payload = json.dumps({"id": request_id, "instances": instances}).encode()
+        self.client.publish_to_topic(
+            topic=self.request_topic, publish_message=self._message(payload)
+        )
+        if not done[0].wait(timeout):
+            with self._lock:
+                self._waiting.pop(request_id, None)
+            return None
+        return done[1][0]
+
+    def close(self) -> None:
+        self._operation.close()
+        self.client.close()
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_served(consumer: _Consumer, record: dict[str, Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        try:
+            if consumer.request(f"probe-{attempt}", [record], timeout=0.5) is not None:
+                return
+        except Exception:  # the broker may refuse until the server has subscribed
+            time.sleep(0.1)
+    raise ServingError(f"the inference component did not answer within {timeout:.0f} s")
+
+
+def _start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[Any]:
+    with open(log, "wb") as output:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output)
+
+
+def _stop(process: subprocess.Popen[Any]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return -9
+    return process.returncode
+
+
+def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
+    """Package the bundle as `edgeboost package` does; unzip this platform's zip as a device."""
+    from edgeboost.recipes import ComponentOptions, package_bundle
+    from edgeboost.runtime.targets import host_target
+
+    package = package_bundle(
+        bundle,
+        work / "greengrass-build",
+        ComponentOptions(name=_NAME, version=_VERSION),
+        consumer_requests=_REQUESTS,
+    )
+    assert package.consumer_recipe is not None
+    device = work / "device"
+    with zipfile.ZipFile(package.zips[host_target()]) as archive:
+        archive.extractall(device)
+    return package.recipe, package.consumer_recipe, device
+
+
+def measure_serving(
+    bundle: Path,
+    *,
+    round_trips: int,
+    seconds: float,
+    concurrency: int,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    from edgeboost.broker import SOCKET_ENV, TOKEN_ENV
+    from edgeboost.runtime.server import ServerConfig
+
+    config = ServerConfig()
+    record = json.loads(_REQUESTS.read_text())[0]
+    # Unix socket paths are short: a folder right under /tmp.
+    work = Path(tempfile.mkdtemp(prefix="eb-serve-"))
+    processes: list[subprocess.Popen[Any]] = []
+    consumer: _Consumer | None = None
+    try:
+        recipe, consumer_recipe, device = _package(bundle, work)
+        server_token, consumer_token = secrets.token_hex(8), secrets.token_hex(8)
+        socket_path = work / "ipc.sock"
+        base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        broker = _start(
+            [
+                sys.executable,
+                "-m",
+                "edgeboost.broker",
+                "--socket",
+                str(socket_path),
+                "--recipe",
+                f"{recipe}:{server_token}",
+                "--recipe",
+                f"{consumer_recipe}:{consumer_token}",
+            ],
+            dict(os.environ),
+            work,
+            work / "broker.log",
+        )
+        processes.append(broker)
+        deadline = time.monotonic() + 30
+        while not socket_path.exists():
+            if broker.poll() is not None or time.monotonic() > deadline:
+                raise ServingError(f"the broker did not start: {(work / 'broker.log').read_text()}")
+            time.sleep(0.05)
+        server_env = {
+            **base_env,
+            SOCKET_ENV: str(socket_path),
+            TOKEN_ENV: server_token,
+            "PYTHONPATH": str(device),
+        }
+        server_command = [sys.executable, "-m", "edgeboost", "serve", "bundle"]
+        server = _start(
+            [*server_command, "--stats-interval", "3600", "--queue-size", "256"],
+            server_env,
+            device,
+            work / "server.log",
+        )
+        processes.append(server)
+        consumer = _Consumer(
+            str(socket_path), consumer_token, config.request_topic, config.response_topic
+        )
+        _wait_until_served(consumer, record, timeout=60)
+        rss_idle = proc_status_kib("VmRSS", server.pid)
+
+        for i in range(min(50, round_trips)):  # warm-up
+            consumer.request(f"warm-{i}", [record])
+        latencies, lost = [], 0
+        for i in range(round_trips):
+            started = time.perf_counter_ns()
+            reply = consumer.request(f"rt-{i}", [record])
+            elapsed = time.perf_counter_ns() - started
+            if reply is None or "predictions" not in reply:
+                lost += 1
+                continue
+            latencies.append(elapsed / 1e6)
+        say(f"  round trip: {len(latencies)} requests, median {np.median(latencies):.2f} ms")
+
+        sustained = _sustained(consumer, record, server.pid, seconds, concurrency)
+        say(f"  sustained: {sustained['requests_per_s']:.0f} req/s with {concurrency} in flight")
+        peak = proc_status_kib("VmHWM", server.pid)
+        codes = {"server": _stop(server)}
+        consumer.close()
+        consumer = None
+        codes["broker"] = _stop(broker)
+        return {
+            "model": json.loads((bundle / "manifest.json").read_text())["model"]["name"],
+            "request": "one named-feature record (models/wine-quality/requests.json[0])",
+            "round_trip_ms": _percentiles(latencies),
+            "round_trips": len(latencies),
+            "round_trips_lost": lost,
+            "old_design_round_trip_ms": list(OLD_DESIGN_ROUND_TRIP_MS),
+            **sustained,
+            "server_rss_idle_mib": (rss_idle or 0) / 1024,
+            "server_peak_rss_mib": (peak or 0) / 1024,
+            "exit_codes": codes,
+        }
+    finally:
+        if consumer is not None:
+            consumer.close()
+        for process in reversed(processes):
+            _stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sustained(
+    consumer: _Consumer, record: dict[str, Any], server_pid: int, seconds: float, concurrency: int
+) -> dict[str, Any]:
+    stop = threading.Event()
+    answered = [0] * concurrency
+    lost = [0] * concurrency
+    rss: list[int] = []
+
+    def client(slot: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            reply = consumer.request(f"load-{slot}-{n}", [record])
+            if reply is not None and "predictions" in reply:
+                answered[slot] += 1
+            else:
+                lost[slot] += 1
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            value = proc_status_kib("VmRSS", server_pid)
+            if value is not None:
+                rss.append(value)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
+    threads.append(threading.Thread(target=sample, daemon=True))
+    cpu_before = _process_cpu_seconds(server_pid)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    elapsed = time.perf_counter() - started
+    cpu = _process_cpu_seconds(server_pid) - cpu_before
+    total = sum(answered)
+    return {
+        "concurrency": concurrency,
+        "sustained_seconds": elapsed,
+        "requests_per_s": total / elapsed,
+        "sustained_requests": total,
+        "sustained_lost": sum(lost),
+        "server_cpu_ms_per_request": 1e3 * cpu / max(total, 1),
+        "server_rss_under_load_mib": {
+            "median": float(np.median(rss)) / 1024 if rss else None,
+            "max": max(rss) / 1024 if rss else None,
+        },
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "min": None, "max": None}
+    data = np.asarray(values)
+    return {
+        "p50": float(np.percentile(data, 50)),
+        "p90": float(np.percentile(data, 90)),
+        "p99": float(np.percentile(data, 99)),
+        "min": float(data.min()),
+        "max": float(data.max()),
+    }
