@@ -15,7 +15,6 @@ Cross compilers, qemu and valgrind skip locally when missing and fail in CI (con
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -61,9 +60,9 @@ from edgeboost.compile.toolchain import COMMON_FLAGS, TOOLCHAINS
 from edgeboost.runtime import Manifest, Model
 from edgeboost.runtime.targets import TARGETS, host_target
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import OLD_MODEL_EXPECTED, REPO, SHIPPED_MODEL, need
+from .strategies import HYPOTHESIS_BATCHES, HYPOTHESIS_ROWS_PER_BATCH, probing_rows
 from .zoo import OBJECTIVES, train, training_data
 
 CACHE = REPO / "tests" / ".cache" / "emulation"
@@ -71,8 +70,6 @@ PROBE = REPO / "tests" / "_probe_cross.py"
 NATIVE = Path(str(resources.files("edgeboost.native")))
 EMULATED = ("aarch64-linux-gnu", "armv7-linux-gnueabihf")
 TARGET_ROWS = 25_000  # probing rows per model and target, on top of the Hypothesis rows
-HYPOTHESIS_BATCHES = 100
-HYPOTHESIS_ROWS_PER_BATCH = 128
 HYPOTHESIS_MODELS = ("shipped", "reg_squarederror", "multi_softprob")
 # Objectives tests/zoo.py does not train: name -> (params, label kind, label transform).
 EXTRA_OBJECTIVES: dict[str, tuple[dict[str, Any], str, Callable[[np.ndarray], np.ndarray]]] = {
@@ -360,28 +357,6 @@ def test_old_deployed_model_gives_the_recorded_predictions(
     assert Model.load(case("old").bundle).predict(samples) == OLD_MODEL_EXPECTED
 
 
-def _probing_rows(thresholds: dict[int, np.ndarray], num_feature: int) -> st.SearchStrategy:
-    """Batches of rows mixing exact thresholds, their float32 neighbours, NaN, +-inf and any
-    float32 bit pattern (subnormals, +-0, NaNs with payloads)."""
-
-    def pick(values: np.ndarray) -> st.SearchStrategy[float]:
-        return st.integers(0, values.size - 1).map(lambda i: float(values[i]))
-
-    any_float32 = st.integers(0, 2**32 - 1).map(
-        lambda bits: float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
-    )
-
-    def cell(j: int) -> st.SearchStrategy[float]:
-        t = thresholds.get(j, np.array([0.0], dtype=np.float32))
-        below = np.nextafter(t, np.float32(-np.inf))
-        above = np.nextafter(t, np.float32(np.inf))
-        special = st.sampled_from([math.nan, math.inf, -math.inf])
-        return st.one_of(pick(t), pick(below), pick(above), special, any_float32)
-
-    row = st.tuples(*(cell(j) for j in range(num_feature)))
-    return st.lists(row, min_size=HYPOTHESIS_ROWS_PER_BATCH, max_size=HYPOTHESIS_ROWS_PER_BATCH)
-
-
 @pytest.fixture(scope="session")
 def hypothesis_rows(case: Callable[[str], Case]) -> Callable[[str], np.ndarray]:
     """hypothesis_rows(name) -> every row Hypothesis generated while checking the host library
@@ -412,7 +387,7 @@ def _run_hypothesis(kernel_case: Case) -> np.ndarray:
             HealthCheck.large_base_example,
         ],
     )
-    @given(rows=_probing_rows(split_thresholds(source), source.num_feature))
+    @given(rows=probing_rows(split_thresholds(source), source.num_feature))
     def check(rows: list[tuple[float, ...]]) -> None:
         batch = np.array(rows, dtype=np.float32)
         report = _report(_predict(model, batch), reference_predictions(booster, batch))

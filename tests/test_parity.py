@@ -20,13 +20,10 @@ from edgeboost.compile.parity import (
 )
 from edgeboost.runtime import Model
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import OLD_MODEL_EXPECTED, SHIPPED_MODEL
+from .strategies import HYPOTHESIS_BATCHES, probing_rows
 from .zoo import OBJECTIVES, train
-
-HYPOTHESIS_BATCHES = 100
-HYPOTHESIS_ROWS_PER_BATCH = 128  # 100 x 128 = 12,800 rows per model
 
 
 @pytest.fixture(scope="session")
@@ -113,29 +110,6 @@ def test_objectives_match_xgboost(name: str, zoo: Callable[[str], tuple[Path, Pa
     assert model.num_output == expected_width
 
 
-def _probing_rows(thresholds: dict[int, np.ndarray], num_feature: int) -> st.SearchStrategy:
-    """Rows mixing exact thresholds, their float32 neighbours, NaN, +-inf and any float32."""
-
-    def pick(values: np.ndarray) -> st.SearchStrategy[float]:
-        # Index into the array rather than sampled_from(list): keeps the strategy's repr small.
-        return st.integers(0, values.size - 1).map(lambda i: float(values[i]))
-
-    # Any float32 bit pattern: subnormals, +-0, +-inf and NaNs with any payload.
-    any_float32 = st.integers(0, 2**32 - 1).map(
-        lambda bits: float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
-    )
-
-    def cell(j: int) -> st.SearchStrategy[float]:
-        t = thresholds.get(j, np.array([0.0], dtype=np.float32))
-        below = np.nextafter(t, np.float32(-np.inf))
-        above = np.nextafter(t, np.float32(np.inf))
-        special = st.sampled_from([float("nan"), float("inf"), float("-inf")])
-        return st.one_of(pick(t), pick(below), pick(above), special, any_float32)
-
-    row = st.tuples(*(cell(j) for j in range(num_feature)))
-    return st.lists(row, min_size=HYPOTHESIS_ROWS_PER_BATCH, max_size=HYPOTHESIS_ROWS_PER_BATCH)
-
-
 @pytest.mark.parametrize("which", ["shipped", "missing_values"])
 def test_hypothesis_rows_bit_identical(
     which: str, request: pytest.FixtureRequest, zoo: Callable[[str], tuple[Path, Path]]
@@ -159,7 +133,7 @@ def test_hypothesis_rows_bit_identical(
             HealthCheck.large_base_example,  # a batch of wide rows is large by design
         ],
     )
-    @given(rows=_probing_rows(split_thresholds(source), source.num_feature))
+    @given(rows=probing_rows(split_thresholds(source), source.num_feature))
     def check(rows: list[tuple[float, ...]]) -> None:
         batch = np.array(rows, dtype=np.float32)
         report = _report(model, booster, batch)
