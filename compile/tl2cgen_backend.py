@@ -86,7 +86,9 @@ def generate_tl2cgen_sources(
             f"TL2cgen output has {patched_leaves} leaf additions, the model has "
             f"{source.num_leaf} leaves; the generated code is not what edgeboost expects"
         )
-    (directory / "edgeboost_model.h").write_text(model_header(source))
+    # TL2cgen's own declarations (union Entry, predict(), N_TARGET) come in through the
+    # generated header, so the hand-written adapter names no generated file but this one.
+    (directory / "edgeboost_model.h").write_text(model_header(source) + '#include "header.h"\n')
     return GeneratedSources(directory, c_files)
 
 
