@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgeboost.compile.native_output import native_output_to
+
 from .measure import Measurement, time_calls
 
 __all__ = ["ENGINES", "Artifacts", "Engine", "Inputs", "Session", "select_engines"]
@@ -167,21 +169,8 @@ class Engine:
 @contextmanager
 def _native_output_to(log: Path) -> Iterator[None]:
     """Send what native code writes to file descriptors 1 and 2 into ``log``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with open(log, "wb") as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        os.close(saved[0])
-        os.close(saved[1])
+    with open(log, "wb") as sink, native_output_to(sink):
+        yield
 
 
 def _column(values: Any, rows: int) -> Any:

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import numpy as np
 
 from ._deps import require
 from .errors import UnsupportedModelError
+from .native_output import native_output_to
 from .source import SourceModel
 
 __all__ = ["GeneratedSources", "generate_tl2cgen_sources", "translation_units"]
@@ -95,19 +95,11 @@ def generate_tl2cgen_sources(
 @contextmanager
 def _native_output_to_log() -> Iterator[None]:
     """Send what C++ code prints on stdout/stderr to the debug log instead of the terminal."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 1)
-        os.dup2(captured.fileno(), 2)
         try:
-            yield
+            with native_output_to(captured):
+                yield
         finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
             captured.seek(0)
             for line in captured.read().decode("utf-8", "replace").splitlines():
                 _log.debug("tl2cgen: %s", line)
