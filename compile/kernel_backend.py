@@ -6,10 +6,11 @@ writes them as C (``forest_model.c``) with their sizes (``edgeboost_model.h``). 
 compiled with ``native/forest_kernel.c`` into the same per-target ``libmodel.so`` as any
 backend, behind the same ABI.
 
-Exactness: thresholds and leaves are the float32 values XGBoost stores, written as exact hex
-literals; each row starts from ``SourceModel.base_score`` (XGBoost's own float32 base margin);
-leaves are added in tree order. Whatever the tables cannot express exactly is refused here,
-with a message, rather than compiled into something that might differ from XGBoost.
+Exactness: thresholds become order keys that compare exactly like the float32 values XGBoost
+stores (``order_keys``); leaves are those float32 values, written as exact hex literals; each
+row starts from ``SourceModel.base_score`` (XGBoost's own float32 base margin); leaves are
+added in tree order. Whatever the tables cannot express exactly is refused here, with a
+message, rather than compiled into something that might differ from XGBoost.
 """
 
 from __future__ import annotations
@@ -30,23 +31,30 @@ __all__ = [
     "DEFAULT_WINDOW_TREES",
     "KERNEL_SOURCE",
     "LANES",
+    "MAX_DEPTH",
     "ForestTables",
-    "TreeLayout",
+    "KernelTree",
     "c_float",
     "export_tables",
+    "heap_layout",
     "kernel_header",
-    "layout_tree",
+    "order_keys",
+    "read_tree",
     "tables_source",
     "write_kernel_sources",
 ]
 
 KERNEL_SOURCE = "forest_kernel.c"
 LANES = 8  # EB_LANES in native/forest_kernel.h
+MAX_DEPTH = 16  # EB_DEPTH_LIMIT: the deepest group the kernel has a walk for
 # Stack budget of the kernel (see "Limits" in native/forest_kernel.h).
 MAX_FEATURES = 4096
 MAX_OUTPUTS = 1024
 MAX_WINDOW_TREES = 1024
 DEFAULT_WINDOW_TREES = 256
+# Complete trees grow as 2^depth: past this many entries (~150 MB of tables) refuse.
+MAX_ENTRIES = 1 << 24
+PAD_KEY = 1  # padding "splits": slot EB_PAD_SLOT (0) < 1, always left
 
 _TRANSFORMS = {
     "identity": "EB_TRANSFORM_IDENTITY",
@@ -57,16 +65,28 @@ _TRANSFORMS = {
 # Treelite's enums: Operator::kLT and TreeNodeType::kNumericalTestNode.
 _OP_LESS_THAN = 2
 _NUMERICAL_SPLIT = 1
-_NODES_PER_LINE = 3
+_PER_LINE = 12
+
+
+def order_keys(values: np.ndarray) -> np.ndarray:
+    """uint32 keys that sort like the float32 ``values`` (not NaN): ``a < b`` exactly when
+    ``key(a) < key(b)``. -0.0 is taken as +0.0 (they compare equal). The kernel's order_key()
+    computes the same for each input."""
+    floats = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 == +0.0
+    bits = floats.view(np.uint32)
+    negative = (bits & np.uint32(0x80000000)) != 0
+    return np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
 
 
 @dataclass(frozen=True)
-class TreeLayout:
-    """One tree breadth first, the two children of a split adjacent."""
+class KernelTree:
+    """One tree as Treelite holds it (by node id), checked against what the kernel expresses."""
 
-    threshold: np.ndarray  # float32: split threshold, or the leaf value
-    slot: np.ndarray  # int64: 2 * feature + default_left, or the leaf slot (2 * num_feature)
-    left: np.ndarray  # int64: distance to the left child (right is one further); a leaf: 0
+    cleft: np.ndarray  # int: left child id, -1 for a leaf
+    cright: np.ndarray
+    key: np.ndarray  # uint32: order key of each split's threshold
+    slot: np.ndarray  # int: 2 * feature + default_left for each split
+    leaf: np.ndarray  # float32: each leaf's value
     depth: int  # splits on the longest root-to-leaf path
 
 
@@ -78,59 +98,70 @@ class ForestTables:
     num_output: int
     num_class: int
     transform: str
-    index_bits: int
+    slot_bits: int
     window_trees: int
-    threshold: np.ndarray  # eb_nodes: every tree's nodes, concatenated in tree order
+    key: np.ndarray  # eb_key, eb_slot, eb_leaf: every group's entries, group after group
     slot: np.ndarray
-    left: np.ndarray
-    tree_root: np.ndarray  # index of each tree's root in the node arrays
+    leaf: np.ndarray
     tree_depth: np.ndarray
     tree_output: np.ndarray
-    group_root: np.ndarray  # (groups, LANES)
-    group_slot: np.ndarray  # (groups, LANES)
+    group_offset: np.ndarray
     group_depth: np.ndarray
+    group_slot: np.ndarray  # (groups, LANES): each lane's tree, relative to its window
     windows: np.ndarray  # (windows, 4): first_group, end_group, first_tree, end_tree
 
     @property
     def num_tree(self) -> int:
-        return len(self.tree_root)
+        return len(self.tree_depth)
 
     @property
     def walk_steps(self) -> int:
-        """Lane steps per row (LANES per group step), a measure of the kernel's work."""
+        """Lane steps per row (LANES per group level), a measure of the kernel's work."""
         return int(self.group_depth.sum()) * LANES
 
 
 def export_tables(
-    source: SourceModel, *, window_trees: int = DEFAULT_WINDOW_TREES, index_bits: int | None = None
+    source: SourceModel, *, window_trees: int = DEFAULT_WINDOW_TREES, slot_bits: int | None = None
 ) -> ForestTables:
-    """The kernel's tables for ``source``; ``index_bits`` forces the node index width."""
+    """The kernel's tables for ``source``; ``slot_bits`` forces the row-slot width."""
     _check_limits(source, window_trees)
     window_trees = min(window_trees, source.num_tree)  # the leaf buffer needs no more
     model = source.treelite_model
-    layouts = [
-        layout_tree(model.get_tree_accessor(i), i, source.num_feature)
-        for i in range(model.num_tree)
+    trees = [
+        read_tree(model.get_tree_accessor(i), i, source.num_feature) for i in range(model.num_tree)
     ]
-    sizes = np.array([len(t.threshold) for t in layouts], dtype=np.int64)
-    tree_root = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    group_root, group_slot, group_depth, windows = _plan(tree_root, layouts, window_trees)
+    group_slot, group_depth, windows = _plan(trees, window_trees)
+    widths = LANES << group_depth
+    if int(widths.sum()) > MAX_ENTRIES:
+        raise UnsupportedModelError(
+            f"as complete trees the model needs {int(widths.sum()):,} table entries, more than "
+            f"the kernel backend's {MAX_ENTRIES:,} (deep, sparse trees); compile with "
+            "--backend tl2cgen"
+        )
+    pad_slot = 2 * source.num_feature
+    lanes = [
+        heap_layout(trees[window[2] + lane], int(depth), pad_slot)
+        for window in windows
+        for slots, depth in zip(
+            group_slot[window[0] : window[1]], group_depth[window[0] : window[1]], strict=True
+        )
+        for lane in slots
+    ]
     return ForestTables(
         num_feature=source.num_feature,
         num_output=source.num_output,
         num_class=max(source.num_class),
         transform=source.postprocessor,
-        index_bits=_index_bits(int(sizes.max()), source.num_feature, index_bits),
+        slot_bits=_slot_bits(source.num_feature, slot_bits),
         window_trees=window_trees,
-        threshold=np.concatenate([t.threshold for t in layouts]),
-        slot=np.concatenate([t.slot for t in layouts]),
-        left=np.concatenate([t.left for t in layouts]),
-        tree_root=tree_root,
-        tree_depth=np.array([t.depth for t in layouts], dtype=np.int64),
+        key=np.concatenate([lane[0] for lane in lanes]),
+        slot=np.concatenate([lane[1] for lane in lanes]),
+        leaf=np.concatenate([lane[2] for lane in lanes]),
+        tree_depth=np.array([t.depth for t in trees], dtype=np.int64),
         tree_output=_tree_outputs(model, max(source.num_class)),
-        group_root=group_root,
-        group_slot=group_slot,
+        group_offset=np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64),
         group_depth=group_depth,
+        group_slot=group_slot,
         windows=windows,
     )
 
@@ -155,26 +186,59 @@ def _check_limits(source: SourceModel, window_trees: int) -> None:
         raise ValueError(f"window_trees must be in [1, {MAX_WINDOW_TREES}], got {window_trees}")
 
 
-def layout_tree(tree: Any, index: int, num_feature: int) -> TreeLayout:
-    """Lay out one Treelite tree (reachable nodes only) breadth first."""
+def read_tree(tree: Any, index: int, num_feature: int) -> KernelTree:
+    """Read one Treelite tree and check every split the kernel will take."""
     fields = _read_fields(tree, index)
-    order, depth_of = [0], [0]  # Treelite node ids in layout order, and their depths
-    entries: list[tuple[np.float32, int, int]] = []  # (threshold, slot, left) per position
-    for position, node in enumerate(order):  # ``order`` grows while we walk it: breadth first
-        if fields["cleft"][node] == -1:
-            entries.append((_leaf_value(fields, index, node), 2 * num_feature, 0))
-            continue
-        threshold, slot = _split(fields, index, node, num_feature)
-        entries.append((threshold, slot, len(order) - position))
-        order.extend((int(fields["cleft"][node]), int(fields["cright"][node])))
-        depth_of.extend((depth_of[position] + 1,) * 2)
-    threshold, slot, left = zip(*entries, strict=True)
-    return TreeLayout(
-        threshold=np.array(threshold, dtype=np.float32),
-        slot=np.array(slot, dtype=np.int64),
-        left=np.array(left, dtype=np.int64),
-        depth=max(depth_of),
+    cleft = fields["cleft"].astype(np.int64)
+    slot = np.zeros(len(cleft), dtype=np.int64)
+    for node in np.flatnonzero(cleft != -1):
+        slot[node] = _split_slot(fields, index, int(node), num_feature)
+    depth, stack = 0, [(0, 0)]
+    while stack:
+        node, level = stack.pop()
+        if cleft[node] == -1:
+            depth = max(depth, level)
+        else:
+            stack += [(int(cleft[node]), level + 1), (int(fields["cright"][node]), level + 1)]
+    if depth > MAX_DEPTH:
+        raise UnsupportedModelError(
+            f"tree {index} is {depth} levels deep; the kernel backend takes at most {MAX_DEPTH}; "
+            "compile with --backend tl2cgen"
+        )
+    return KernelTree(
+        cleft=cleft,
+        cright=fields["cright"].astype(np.int64),
+        key=order_keys(fields["threshold"]),
+        slot=slot,
+        leaf=fields["leaf_value"],
+        depth=depth,
     )
+
+
+def heap_layout(
+    tree: KernelTree, depth: int, pad_slot: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``tree`` as a complete heap of ``depth`` levels: (key, slot, leaf), 2^depth entries each.
+
+    Heap node i has its left child at 2i + 1 and its right child at 2i (the root is 1, entry 0
+    is unused); a leaf above ``depth`` becomes padding that always goes left, its value
+    filling the bottom entries below it (see "Complete trees" in native/forest_kernel.h).
+    """
+    width = 1 << depth
+    key = np.full(width, PAD_KEY, dtype=np.uint32)
+    slot = np.full(width, pad_slot, dtype=np.int64)
+    leaf = np.zeros(width, dtype=np.float32)
+    stack = [(0, 1, 0)]  # (Treelite node id, heap index, level)
+    while stack:
+        node, at, level = stack.pop()
+        if tree.cleft[node] == -1:
+            below = depth - level
+            leaf[(at << below) - width : ((at + 1) << below) - width] = tree.leaf[node]
+            continue
+        key[at], slot[at] = tree.key[node], tree.slot[node]
+        stack += [(int(tree.cleft[node]), 2 * at + 1, level + 1)]
+        stack += [(int(tree.cright[node]), 2 * at, level + 1)]
+    return key, slot, leaf
 
 
 def _read_fields(tree: Any, index: int) -> dict[str, np.ndarray]:
@@ -190,20 +254,8 @@ def _read_fields(tree: Any, index: int) -> dict[str, np.ndarray]:
     return fields
 
 
-def _leaf_value(fields: dict[str, np.ndarray], tree: int, node: int) -> np.float32:
-    value = fields["leaf_value"][node]
-    # A leaf stays put because -inf < value (see forest_kernel.h): not for NaN or -inf.
-    if math.isnan(value) or value == -math.inf:
-        raise UnsupportedModelError(
-            f"tree {tree}, node {node}: leaf value {value} is not supported"
-        )
-    return value
-
-
-def _split(
-    fields: dict[str, np.ndarray], tree: int, node: int, num_feature: int
-) -> tuple[np.float32, int]:
-    """A split's threshold and the expanded-row slot it reads, once checked."""
+def _split_slot(fields: dict[str, np.ndarray], tree: int, node: int, num_feature: int) -> int:
+    """The expanded-row slot a split reads, once the split is checked."""
     where = f"tree {tree}, node {node}"
     if fields["cmp"][node] != _OP_LESS_THAN or fields["node_type"][node] != _NUMERICAL_SPLIT:
         raise UnsupportedModelError(f"{where}: only numerical `x < threshold` splits are supported")
@@ -212,23 +264,21 @@ def _split(
         raise UnsupportedModelError(
             f"{where}: split on feature {feature}, but the model has {num_feature}"
         )
-    threshold = fields["threshold"][node]
-    # Missing values read -inf on default-left splits, which only goes left if -inf < threshold.
-    if default_left and (math.isnan(threshold) or threshold == -math.inf):
+    if math.isnan(fields["threshold"][node]):
         raise UnsupportedModelError(
-            f"{where}: a default-left split at threshold {threshold} cannot be expressed by the "
-            "kernel; compile with --backend tl2cgen"
+            f"{where}: a split at threshold NaN cannot be expressed by the kernel; "
+            "compile with --backend tl2cgen"
         )
-    return threshold, 2 * feature + default_left
+    return 2 * feature + default_left
 
 
-def _index_bits(largest_tree: int, num_feature: int, forced: int | None) -> int:
-    """16-bit child distances and slots when they fit (8-byte nodes), else 32."""
-    fits_16 = max(largest_tree, 2 * num_feature + 1) <= 0xFFFF
+def _slot_bits(num_feature: int, forced: int | None) -> int:
+    """One-byte row slots while the 2F + 1 of them fit, else two bytes."""
+    fits_8 = 2 * num_feature <= 0xFF
     if forced is None:
-        return 16 if fits_16 else 32
-    if forced not in (16, 32) or (forced == 16 and not fits_16):
-        raise ValueError(f"index_bits={forced} cannot index this model (16 fits: {fits_16})")
+        return 8 if fits_8 else 16
+    if forced not in (8, 16) or (forced == 8 and not fits_8):
+        raise ValueError(f"slot_bits={forced} cannot index this model's rows (8 fits: {fits_8})")
     return forced
 
 
@@ -244,26 +294,24 @@ def _tree_outputs(model: Any, num_class: int) -> np.ndarray:
 
 
 def _plan(
-    tree_root: np.ndarray, layouts: Sequence[TreeLayout], window_trees: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    trees: Sequence[KernelTree], window_trees: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows of consecutive trees; in each, groups of LANES trees of similar depth."""
-    roots: list[list[int]] = []
     slots: list[list[int]] = []
     depths: list[int] = []
     windows = []
-    for first in range(0, len(layouts), window_trees):
-        end = min(first + window_trees, len(layouts))
+    for first in range(0, len(trees), window_trees):
+        end = min(first + window_trees, len(trees))
         first_group = len(depths)
-        by_depth = sorted(range(first, end), key=lambda t: (layouts[t].depth, t))
+        by_depth = sorted(range(first, end), key=lambda t: (trees[t].depth, t))
         for start in range(0, len(by_depth), LANES):
             lanes = by_depth[start : start + LANES]
             lanes += [lanes[-1]] * (LANES - len(lanes))  # repeat: same tree, same slot
-            roots.append([int(tree_root[t]) for t in lanes])
             slots.append([t - first for t in lanes])
-            depths.append(max(layouts[t].depth for t in lanes))
+            # A lone leaf is a tree of depth 0: it walks one level of padding.
+            depths.append(max(1, *(trees[t].depth for t in lanes)))
         windows.append((first_group, len(depths), first, end))
     return (
-        np.array(roots, dtype=np.int64),
         np.array(slots, dtype=np.int64),
         np.array(depths, dtype=np.int64),
         np.array(windows, dtype=np.int64),
@@ -279,10 +327,10 @@ def write_kernel_sources(
     directory: Path,
     *,
     window_trees: int = DEFAULT_WINDOW_TREES,
-    index_bits: int | None = None,
+    slot_bits: int | None = None,
 ) -> GeneratedSources:
     """Write forest_model.c and edgeboost_model.h for ``source`` into ``directory``."""
-    tables = export_tables(source, window_trees=window_trees, index_bits=index_bits)
+    tables = export_tables(source, window_trees=window_trees, slot_bits=slot_bits)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "edgeboost_model.h").write_text(model_header(source) + kernel_header(tables))
     tables_c = directory / "forest_model.c"
@@ -299,27 +347,31 @@ def kernel_header(tables: ForestTables) -> str:
             ("EB_NUM_FEATURE", tables.num_feature),
             ("EB_NUM_CLASS", tables.num_class),
             ("EB_TRANSFORM", _TRANSFORMS[tables.transform]),
-            ("EB_INDEX_BITS", tables.index_bits),
-            ("EB_NUM_NODE", len(tables.threshold)),
+            ("EB_SLOT_BITS", tables.slot_bits),
+            ("EB_NUM_ENTRY", len(tables.key)),
             ("EB_NUM_TREE", tables.num_tree),
             ("EB_NUM_GROUP", len(tables.group_depth)),
             ("EB_NUM_WINDOW", len(tables.windows)),
             ("EB_WINDOW_TREES", tables.window_trees),
+            ("EB_MAX_DEPTH", int(tables.group_depth.max())),
         )
     )
 
 
 def tables_source(tables: ForestTables) -> str:
     """forest_model.c: the tables as C initialisers, floats as exact hex literals."""
+    keys = (f"{int(k)}u" for k in tables.key)
     parts = [
         "/* Generated by edgeboost.compile (kernel backend): build output, never committed. */\n",
         '#include <math.h>\n\n#include "forest_kernel.h"\n\n',
-        _array("const struct eb_node eb_nodes[EB_NUM_NODE]", _nodes(tables), _NODES_PER_LINE),
+        _array("const uint32_t eb_key[EB_NUM_ENTRY]", keys, _PER_LINE),
+        _array("const eb_slot_t eb_slot[EB_NUM_ENTRY]", _integers(tables.slot), 2 * _PER_LINE),
+        _array("const float eb_leaf[EB_NUM_ENTRY]", map(c_float, tables.leaf), _PER_LINE),
         _array("const struct eb_group eb_groups[EB_NUM_GROUP]", _groups(tables), 1),
         _array("const struct eb_window eb_windows[EB_NUM_WINDOW]", _windows(tables), 2),
     ]
     if tables.num_output > 1:
-        outputs = (str(int(o)) for o in tables.tree_output)
+        outputs = _integers(tables.tree_output)
         parts.append(_array("const uint16_t eb_tree_output[EB_NUM_TREE]", outputs, 16))
     return "".join(parts)
 
@@ -335,16 +387,15 @@ def c_float(value: np.float32) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}p{exponent}f"  # 0x1.8000000000000p+1 -> 0x1.8p+1
 
 
-def _nodes(tables: ForestTables) -> Iterable[str]:
-    for threshold, slot, left in zip(tables.threshold, tables.slot, tables.left, strict=True):
-        yield f"{{{c_float(threshold)}, {slot}, {left}}}"
+def _integers(values: np.ndarray) -> Iterable[str]:
+    return (str(v) for v in values.tolist())
 
 
 def _groups(tables: ForestTables) -> Iterable[str]:
-    for root, slot, depth in zip(
-        tables.group_root, tables.group_slot, tables.group_depth, strict=True
+    for offset, depth, slot in zip(
+        tables.group_offset, tables.group_depth, tables.group_slot, strict=True
     ):
-        yield f"{{{{{_join(root)}}}, {{{_join(slot)}}}, {depth}}}"
+        yield f"{{{offset}, {depth}, {{{_join(slot)}}}}}"
 
 
 def _windows(tables: ForestTables) -> Iterable[str]:

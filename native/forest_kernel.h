@@ -3,32 +3,40 @@
  * the kernel (forest_kernel.c) that walks them. Internal to a model library: the only exported
  * interface stays edgeboost.h.
  *
- * The generated edgeboost_model.h sizes everything (EB_NUM_FEATURE, EB_NUM_NODE, ...; output
+ * The generated edgeboost_model.h sizes everything (EB_NUM_FEATURE, EB_NUM_ENTRY, ...; output
  * count, base scores and model hash as EDGEBOOST_MODEL_*), and the generated forest_model.c
  * defines the tables declared at the end of this file.
  *
  * How a row is predicted, and why the tables look the way they do:
  *
- *   Expanded row. Before walking, the row is copied to xr[2 * EB_NUM_FEATURE + 1]:
- *     xr[2f]     = x[f]                        (NaN stays NaN: `NaN < t` is false, so right)
- *     xr[2f + 1] = isnan(x[f]) ? -inf : x[f]   (-inf < t is true for every split: so left)
- *     xr[2F]     = -inf                        (read by leaves, see below)
- *   A split on feature f with default direction d reads slot 2f + d, and "go left iff
- *   xr[slot] < threshold" is then exactly XGBoost's rule (missing takes the default
- *   direction, ties go right, +-inf are values) with one load and one compare: no branch and
- *   no isnan() per node. compile/ refuses the one split this cannot express (default left
- *   with a threshold of -inf or NaN).
+ *   Keys. A split is `x < threshold` in float32. Both sides are mapped to an order key, a
+ *   uint32 that sorts like the float (sign bit set: all bits flipped; clear: sign bit set;
+ *   -0.0 first becomes +0.0, since the two zeros compare equal). For any two floats that are
+ *   not NaN, `a < b` exactly when `key(a) < key(b)`, so every split becomes one unsigned
+ *   compare, which compilers turn into compare + add-with-carry (no branch, no setcc).
  *
- *   Nodes. Each tree is laid out breadth first with the two children of a split adjacent, so
- *   a step is `node += left + !(xr[slot] < threshold)`. A leaf keeps its value in threshold,
- *   reads slot 2F (-inf) and has left = 0: `-inf < value` holds for every finite
- *   leaf, so a walk that reached a leaf stays there. Every tree of a group can therefore
- *   take the same number of steps, without testing for leaves.
+ *   Expanded row. Before walking, the row becomes xk[2 * EB_NUM_FEATURE + 1]:
+ *     xk[2f]     = key(x[f]), or 0xFFFFFFFF if x[f] is NaN (above every key: goes right)
+ *     xk[2f + 1] = key(x[f]), or 0          if x[f] is NaN (below every key: goes left)
+ *     xk[2F]     = 0                         (read by padding, see below)
+ *   A split on feature f with default direction d reads slot 2f + d; "left iff
+ *   xk[slot] < key(threshold)" is then exactly XGBoost's rule (missing takes the default
+ *   direction, ties go right, +-inf are values). compile/ refuses NaN thresholds, the one
+ *   split this cannot express.
+ *
+ *   Complete trees. Each tree is a heap of its group's depth D: node i (the root is 1) has its
+ *   left child at 2i + 1 and its right child at 2i, so a step is `i = 2i + (xk[slot] < key)`
+ *   with no child pointers to load. After D steps i is in [2^D, 2^(D+1)) and names the leaf.
+ *   A leaf above depth D becomes padding: its "splits" read slot 2F (0) against key 1 (always
+ *   left) and its value fills every bottom entry below it. Each lane owns 2^D entries of each
+ *   table: eb_key and eb_slot for the splits (entry 0 unused), eb_leaf for the bottom level.
  *
  *   Groups. EB_LANES trees are walked in lock-step (independent chains of loads the CPU
- *   overlaps). A group takes `depth` steps, the deepest of its trees; within a window, trees
- *   are grouped by depth so that few steps are wasted. A short last group repeats its last
- *   lane (same tree, same slot: the same value written twice).
+ *   overlaps); their entries are consecutive, lane k's at offset + k * 2^depth, so one base
+ *   pointer and constant displacements reach them all. The kernel has one walk per depth
+ *   (the depth is a constant in each), picked once per group. Within a window, trees are
+ *   grouped by depth so that little padding is added. A short last group repeats its last
+ *   lane (same tree, same leaf slot: the same value written twice).
  *
  *   Windows. XGBoost adds leaves in tree order, and float addition is not associative. A
  *   window is a run of consecutive trees: its groups write each tree's leaf to buffer slot
@@ -36,7 +44,7 @@
  *
  * Limits, checked by compile/, so that every buffer lives on the stack, sized at compile time
  * (at most ~41 KB; ~18 KB for the wine model): EB_NUM_FEATURE <= 4096, EB_NUM_OUTPUT <= 1024,
- * EB_WINDOW_TREES <= 1024.
+ * EB_WINDOW_TREES <= 1024, group depth <= EB_DEPTH_LIMIT, EB_NUM_ENTRY < 2^32.
  */
 #ifndef EDGEBOOST_FOREST_KERNEL_H
 #define EDGEBOOST_FOREST_KERNEL_H
@@ -47,11 +55,13 @@
 
 #define EB_NUM_OUTPUT EDGEBOOST_MODEL_NUM_OUTPUT
 #define EB_LANES 8
-/* Slot of the expanded row that leaves read (always -inf). */
-#define EB_LEAF_SLOT (2 * EB_NUM_FEATURE)
+/* Deepest group the kernel has a walk for (compile/kernel_backend.py: MAX_DEPTH). */
+#define EB_DEPTH_LIMIT 16
+/* Slot of the expanded row that padding reads (always 0). */
+#define EB_PAD_SLOT (2 * EB_NUM_FEATURE)
 #define EB_ROW_SLOTS (2 * EB_NUM_FEATURE + 1)
 
-/* Rows predicted together (a block): each group's nodes are then loaded into the cache once
+/* Rows predicted together (a block): each group's entries are then loaded into the cache once
  * per block instead of once per row, and the block's sums are independent chains. Up to 16
  * rows, as many as keep the block's buffers (expanded rows, leaves, sums) within ~32 KB. */
 #define EB_ROW_BYTES (4 * (EB_ROW_SLOTS + EB_WINDOW_TREES + EB_NUM_OUTPUT))
@@ -69,25 +79,23 @@
 #define EB_TRANSFORM_SOFTMAX 2
 #define EB_TRANSFORM_EXP 3
 
-/* Child distances and row slots: 16 bits (8-byte nodes) unless a tree or the row is too big. */
-#if EB_INDEX_BITS == 16
-typedef uint16_t eb_index_t;
-#elif EB_INDEX_BITS == 32
-typedef uint32_t eb_index_t;
+/* Row slots: one byte while 2 * EB_NUM_FEATURE + 1 slots fit (models of <= 127 features). */
+#if EB_SLOT_BITS == 8
+typedef uint8_t eb_slot_t;
+#elif EB_SLOT_BITS == 16
+typedef uint16_t eb_slot_t;
 #else
-#error "EB_INDEX_BITS must be 16 or 32"
+#error "EB_SLOT_BITS must be 8 or 16"
 #endif
 
-struct eb_node {
-  float threshold; /* split: go left iff xr[slot] < threshold; leaf: the leaf value */
-  eb_index_t slot; /* split: 2 * feature + default_left; leaf: EB_LEAF_SLOT */
-  eb_index_t left; /* distance from this node to its left child (right is one further); leaf: 0 */
-};
+#if EB_MAX_DEPTH < 1 || EB_MAX_DEPTH > EB_DEPTH_LIMIT
+#error "EB_MAX_DEPTH must be in [1, EB_DEPTH_LIMIT]"
+#endif
 
 struct eb_group {
-  uint32_t root[EB_LANES]; /* index in eb_nodes of each lane's root */
+  uint32_t offset;         /* lane k's entries start at offset + k * 2^depth */
+  uint16_t depth;          /* levels of splits (>= 1): every lane is a complete tree of it */
   uint16_t slot[EB_LANES]; /* where each lane's leaf goes in its window's buffer */
-  uint16_t depth;          /* steps that bring every lane to a leaf */
 };
 
 struct eb_window {
@@ -95,7 +103,9 @@ struct eb_window {
   uint32_t first_tree, end_tree;   /* its trees, in tree order */
 };
 
-extern const struct eb_node eb_nodes[EB_NUM_NODE];
+extern const uint32_t eb_key[EB_NUM_ENTRY];   /* split: key(threshold); padding: 1 */
+extern const eb_slot_t eb_slot[EB_NUM_ENTRY]; /* split: 2 * feature + default_left */
+extern const float eb_leaf[EB_NUM_ENTRY];     /* bottom level: the leaf values */
 extern const struct eb_group eb_groups[EB_NUM_GROUP];
 extern const struct eb_window eb_windows[EB_NUM_WINDOW];
 #if EB_NUM_OUTPUT > 1

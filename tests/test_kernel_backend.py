@@ -44,9 +44,13 @@ from edgeboost.compile.emulation import (
 from edgeboost.compile.errors import ToolchainError
 from edgeboost.compile.kernel_backend import (
     LANES,
+    MAX_DEPTH,
+    PAD_KEY,
     c_float,
     export_tables,
-    layout_tree,
+    heap_layout,
+    order_keys,
+    read_tree,
     write_kernel_sources,
 )
 from edgeboost.compile.parity import (
@@ -60,6 +64,7 @@ from edgeboost.compile.toolchain import COMMON_FLAGS, TOOLCHAINS
 from edgeboost.runtime import Manifest, Model
 from edgeboost.runtime.targets import TARGETS, host_target
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import OLD_MODEL_EXPECTED, REPO, SHIPPED_MODEL, need
 from .strategies import HYPOTHESIS_BATCHES, HYPOTHESIS_ROWS_PER_BATCH, probing_rows
@@ -256,22 +261,23 @@ def _small_tree(**overrides: Any) -> FakeTree:
     return FakeTree(**fields)
 
 
-def test_tree_layout_is_breadth_first_with_adjacent_children_and_absorbing_leaves() -> None:
-    layout = layout_tree(_small_tree(), 0, num_feature=5)
-    # Layout order: root, leaf 2, node 1, leaf 3, leaf 4.
-    assert layout.threshold.tolist() == [0.5, 1.5, -2.0, -0.25, 3.0]
-    assert layout.slot.tolist() == [2 * 4 + 1, 10, 2 * 1 + 0, 10, 10]
-    assert layout.left.tolist() == [1, 0, 1, 0, 0]  # distances; a leaf points at itself
-    assert layout.depth == 2
+def test_tree_becomes_a_complete_heap_with_padding_that_goes_left() -> None:
+    tree = read_tree(_small_tree(), 0, num_feature=5)
+    assert tree.depth == 2
+    key, slot, leaf = heap_layout(tree, 2, pad_slot=10)
+    # Heap: 1 = root (feature 4, default left); left child 3 = leaf 2 (1.5), padded;
+    # right child 2 = node 1 (feature 1, default right) with leaves 3 (left, heap 5) and 4 (4).
+    assert key[1:].tolist() == [*order_keys(np.float32([0.5, -2.0])).tolist(), PAD_KEY]
+    assert slot[1:].tolist() == [2 * 4 + 1, 2 * 1 + 0, 10]
+    assert leaf.tolist() == [3.0, -0.25, 1.5, 1.5]  # bottom entries for heap 4, 5, 6, 7
+    # Deeper than the tree: every leaf fills the bottom entries below it.
+    assert heap_layout(tree, 3, pad_slot=10)[2].tolist() == [3.0] * 2 + [-0.25] * 2 + [1.5] * 4
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"threshold": np.array([-np.inf, -2, 0, 0, 0], np.float32)}, "default-left split"),
-        ({"threshold": np.array([np.nan, -2, 0, 0, 0], np.float32)}, "default-left split"),
-        ({"leaf_value": np.array([0, 0, np.nan, 0, 0], np.float32)}, "leaf value"),
-        ({"leaf_value": np.array([0, 0, -np.inf, 0, 0], np.float32)}, "leaf value"),
+        ({"threshold": np.array([np.nan, -2, 0, 0, 0], np.float32)}, "threshold NaN"),
         ({"cmp": np.array([3, 2, 2, 2, 2], np.int8)}, "x < threshold"),
         ({"threshold": np.array([0.5, -2, 0, 0, 0], np.float64)}, "float32"),
         ({"split_index": [9, 1, 0, 0, 0]}, "feature 9"),
@@ -279,16 +285,48 @@ def test_tree_layout_is_breadth_first_with_adjacent_children_and_absorbing_leave
 )
 def test_what_the_tables_cannot_express_is_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(UnsupportedModelError, match=message):
-        layout_tree(_small_tree(**overrides), 0, num_feature=5)
+        read_tree(_small_tree(**overrides), 0, num_feature=5)
 
 
-def test_default_right_splits_may_have_any_threshold() -> None:
-    for threshold in (-np.inf, np.inf, np.nan):
-        tree = _small_tree(
-            default_left=[0, 0, 0, 0, 0],
-            threshold=np.array([threshold, -2, 0, 0, 0], np.float32),
-        )
-        assert layout_tree(tree, 0, num_feature=5).slot[0] == 8
+def test_trees_deeper_than_the_kernel_walks_are_refused() -> None:
+    depth = MAX_DEPTH + 1  # a chain: node i splits into leaf 2i+2... and node i+1
+    cleft = [i + 1 for i in range(depth)] + [-1] * (depth + 1)
+    cright = [depth + 1 + i for i in range(depth)] + [-1] * (depth + 1)
+    tree = FakeTree(cleft=cleft, cright=cright, split_index=[0] * (2 * depth + 1))
+    with pytest.raises(UnsupportedModelError, match=f"{depth} levels deep"):
+        read_tree(tree, 0, num_feature=1)
+
+
+def test_infinite_thresholds_and_leaves_need_no_special_case() -> None:
+    for default_left in (0, 1):
+        for threshold in (-np.inf, np.inf):
+            tree = _small_tree(
+                default_left=[default_left, 0, 0, 0, 0],
+                threshold=np.array([threshold, -2, 0, 0, 0], np.float32),
+                leaf_value=np.array([0, 0, np.inf, -np.inf, np.nan], np.float32),
+            )
+            assert read_tree(tree, 0, num_feature=5).slot[0] == 8 + default_left
+
+
+FLOAT32 = st.floats(width=32, allow_nan=False)
+
+
+@given(FLOAT32, FLOAT32)
+@settings(max_examples=2_000, deadline=None)
+def test_order_keys_compare_exactly_like_the_floats(a: float, b: float) -> None:
+    keys = order_keys(np.float32([a, b]))
+    assert bool(keys[0] < keys[1]) == bool(np.float32(a) < np.float32(b))
+    # Missing values read 0 (left) or 0xFFFFFFFF (right): beyond every key, padding's included.
+    assert 0 < PAD_KEY <= keys.min() and keys.max() < 0xFFFFFFFF
+
+
+def test_order_keys_of_every_ordered_neighbour() -> None:
+    """Every float32 class in one sorted sweep: subnormals, both zeros, infinities."""
+    tiny = np.float32(1e-45)
+    edges = np.float32([-np.inf, -3.4e38, -1.0, -tiny, -0.0, 0.0, tiny, 1.0, 3.4e38, np.inf])
+    keys = order_keys(edges)
+    assert (np.diff(keys.astype(np.int64)) > 0).sum() == len(edges) - 2  # only -0.0 == 0.0
+    assert keys[4] == keys[5]
 
 
 def test_float_literals_are_exact() -> None:
@@ -310,24 +348,23 @@ def test_float_literals_are_exact() -> None:
 def test_tables_walk_every_tree_once_and_add_in_tree_order(window_trees: int) -> None:
     source = load_source_model(SHIPPED_MODEL)
     tables = export_tables(source, window_trees=window_trees)
-    leaves = (tables.left == 0).sum()
-    assert leaves == source.num_leaf
     assert tables.num_tree == source.num_tree == len(tables.tree_output)
-    assert tables.index_bits == 16
+    assert tables.slot_bits == 8
+    widths = LANES << tables.group_depth
+    # Groups tile the entry tables, each lane a complete tree of its group's depth.
+    assert (tables.group_offset == np.concatenate([[0], np.cumsum(widths)[:-1]])).all()
+    assert len(tables.key) == len(tables.slot) == len(tables.leaf) == widths.sum()
     end_tree = end_group = 0
     for first_group, stop_group, first_tree, stop_tree in tables.windows:
         # Windows tile the trees in order, and their groups tile the group table.
         assert (first_group, first_tree) == (end_group, end_tree)
         end_group, end_tree = stop_group, stop_tree
-        slots = tables.group_slot[first_group:stop_group]
-        roots = tables.group_root[first_group:stop_group]
-        trees = first_tree + slots
+        trees = first_tree + tables.group_slot[first_group:stop_group]
         assert set(trees.ravel()) == set(range(first_tree, stop_tree))
-        assert (tables.tree_root[trees] == roots).all()
         deepest = tables.tree_depth[trees].max(axis=1)
-        assert (tables.group_depth[first_group:stop_group] >= deepest).all()
+        assert (tables.group_depth[first_group:stop_group] >= np.maximum(deepest, 1)).all()
     assert (end_tree, end_group) == (source.num_tree, len(tables.group_depth))
-    assert tables.group_root.shape[1] == LANES
+    assert tables.group_slot.shape[1] == LANES
 
 
 def test_kernel_cannot_be_asked_for_a_backend_that_does_not_exist(tmp_path: Path) -> None:
@@ -679,8 +716,8 @@ def _run_driver(
     [
         ("shipped", {}),
         ("multi_softprob", {}),
-        # 32-bit indices and windows of 3 trees (partial groups, many windows).
-        ("multi_target", {"index_bits": 32, "window_trees": 3}),
+        # Two-byte row slots and windows of 3 trees (partial groups, many windows).
+        ("multi_target", {"slot_bits": 16, "window_trees": 3}),
         ("binary_logistic_x60", {"window_trees": 5}),
     ],
 )
