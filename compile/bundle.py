@@ -40,8 +40,8 @@ _log = logging.getLogger(__name__)
 ALL_TARGETS = tuple(TARGETS)
 # Backend -> (writes the model's C into a folder, the native/ file compiled with it).
 _BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str]] = {
-    "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c"),
     "kernel": (write_kernel_sources, KERNEL_SOURCE),
+    "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c"),
 }
 BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
@@ -74,14 +74,14 @@ def compile_bundle(
     verify: bool = True,
     keep_sources: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    backend: str = "tl2cgen",
+    backend: str = "kernel",
 ) -> Manifest:
     """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
 
-    ``backend`` is "tl2cgen" (nested if-else C, the reference) or "kernel" (the forest as
-    tables walked by native/forest_kernel.c). ``verify`` checks the host library (when built)
-    against XGBoost on 4,096 probing rows and refuses to write the bundle unless every margin
-    is bit-identical.
+    ``backend`` is "kernel" (the default: the forest as tables walked by
+    native/forest_kernel.c) or "tl2cgen" (nested if-else C, the reference). ``verify`` checks
+    the host library (when built) against XGBoost on 4,096 probing rows and refuses to write
+    the bundle unless every margin is bit-identical.
     """
     say = progress or _log.info
     if backend not in _BACKENDS:

@@ -70,10 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--name", help="model name recorded in the manifest (default: file stem)")
     comp.add_argument(
         "--backend",
-        choices=("tl2cgen", "kernel"),  # compile.BACKENDS; literal so --help imports nothing
-        default="tl2cgen",
-        help="code generator: tl2cgen (nested if-else C, the reference) or kernel "
-        "(the forest as tables walked by one branch-free kernel)",
+        choices=("kernel", "tl2cgen"),  # compile.BACKENDS; literal so --help imports nothing
+        default="kernel",
+        help="code generator: kernel (the default: the forest as tables walked by one "
+        "branch-free kernel) or tl2cgen (nested if-else C, the reference; also for models "
+        "the kernel refuses)",
     )
     comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
     comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")

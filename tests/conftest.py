@@ -49,16 +49,22 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def compile_once(build_dir: Path) -> Callable[..., Path]:
-    """compile(model_path, name) -> bundle path, cached per (path, targets) for the session."""
+    """compile(model_path, name, targets, backend) -> bundle path, cached per (path, targets,
+    backend) for the session; backend None is compile_bundle's default."""
     from edgeboost.compile import compile_bundle
 
-    cache: dict[tuple[str, tuple[str, ...]], Path] = {}
+    cache: dict[tuple[str, tuple[str, ...], str | None], Path] = {}
 
-    def compile_model(model: Path, name: str, targets: tuple[str, ...] = ("host",)) -> Path:
-        key = (str(model), targets)
+    def compile_model(
+        model: Path, name: str, targets: tuple[str, ...] = ("host",), backend: str | None = None
+    ) -> Path:
+        key = (str(model), targets, backend)
         if key not in cache:
-            out = build_dir / name
-            compile_bundle(model, out, targets=targets, name=name, progress=lambda _: None)
+            out = build_dir / (name if backend is None else f"{name}-{backend}")
+            options = {} if backend is None else {"backend": backend}
+            compile_bundle(
+                model, out, targets=targets, name=name, progress=lambda _: None, **options
+            )
             cache[key] = out
         return cache[key]
 

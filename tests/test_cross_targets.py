@@ -1,4 +1,5 @@
-"""Parity on every target: the aarch64 and armv7 libraries under qemu-user, and the real
+"""Parity on every target (TL2cgen backend; the kernel has tests/test_kernel_backend.py): the
+aarch64 and armv7 libraries under qemu-user, and the real
 target Python (Debian bookworm python3 + python3-cffi) running edgeboost.runtime.
 
 Needs gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc6-dev-*-cross),
@@ -131,7 +132,7 @@ def wine_case(
     shared_data: Path, drivers: dict[str, Path], compile_once: Callable[..., Path]
 ) -> Case:
     model = shared_data / "xgboost_wine_quality.json"
-    bundle = compile_once(model, "cross-old-wine", ("all",))
+    bundle = compile_once(model, "cross-old-wine", ("all",), backend="tl2cgen")
     return Case("old wine (reg:squarederror)", load_source_model(model), bundle)
 
 
@@ -143,7 +144,7 @@ def logistic_case(
 ) -> Case:
     """binary:logistic with 15% missing values in training: default directions and sigmoid."""
     model = train("binary_logistic", tmp_path_factory.mktemp("cross-model"), rounds=12)
-    bundle = compile_once(model, "cross-binary-logistic", ("all",))
+    bundle = compile_once(model, "cross-binary-logistic", ("all",), backend="tl2cgen")
     return Case("binary:logistic with NaN", load_source_model(model), bundle)
 
 

@@ -1,4 +1,8 @@
-"""Parity with XGBoost on the host target: margins bit-identical, transforms within 1 ULP."""
+"""Parity with XGBoost on the host target: margins bit-identical, transforms within 1 ULP.
+
+This is the TL2cgen backend's suite (the reference backend); the kernel backend, the default,
+has its own in tests/test_kernel_backend.py.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,18 @@ from .conftest import OLD_MODEL_EXPECTED, SHIPPED_MODEL
 from .strategies import HYPOTHESIS_BATCHES, probing_rows
 from .zoo import OBJECTIVES, train
 
+BACKEND = "tl2cgen"
+
+
+@pytest.fixture(scope="session")
+def old_bundle(shared_data: Path, compile_once: Callable[..., Path]) -> Path:
+    return compile_once(shared_data / "xgboost_wine_quality.json", "old-wine", backend=BACKEND)
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle(compile_once: Callable[..., Path]) -> Path:
+    return compile_once(SHIPPED_MODEL, "wine-quality", backend=BACKEND)
+
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -40,7 +56,7 @@ def zoo(zoo_dir: Path, compile_once: Callable[..., Path]) -> Callable[[str], tup
         if name not in made:
             suffix = ".ubj" if name == "binary_logistic" else ".json"  # one UBJSON model too
             model = train(name, zoo_dir, suffix=suffix)
-            made[name] = (model, compile_once(model, f"zoo-{name}"))
+            made[name] = (model, compile_once(model, f"zoo-{name}", backend=BACKEND))
         return made[name]
 
     return get
