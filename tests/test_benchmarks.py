@@ -203,11 +203,15 @@ def test_a_regression_model_is_trained_too(tmp_path: Path) -> None:
 
 def test_both_presets_compile_both_backends_and_the_reference_model() -> None:
     from edgeboost.benchmarks.config import WINE_SHAPED, full_config, quick_config
+    from edgeboost.benchmarks.engines import ENGINES
 
     assert (WINE_SHAPED.trees, WINE_SHAPED.depth, WINE_SHAPED.features) == (400, 6, 13)
     for config in (full_config(), quick_config()):
         assert config.backends == ("tl2cgen", "kernel")
         assert WINE_SHAPED.key in [spec.key for spec in config.synthetic]
+        for spec in config.synthetic:
+            assert set(spec.engines) <= set(ENGINES), spec.key
+            assert set(spec.backends) | set(spec.host_only) <= set(config.backends), spec.key
     full = {spec.key: spec for spec in full_config().synthetic}
     assert full[WINE_SHAPED.key].targets == ("all",) and full_config().wine_targets == ("all",)
     # CI: TL2cgen's C for this machine only; the kernel on every target.
