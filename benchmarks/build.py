@@ -95,11 +95,11 @@ def build_model(
             if triple == host or "apt-get install" not in str(exc):
                 raise
             result.skipped[triple] = str(exc).splitlines()[0]
-            say(f"  {case.key} {triple}: skipped ({result.skipped[triple]})")
+            say(f"  {case.key} {triple} ({backend}): skipped ({result.skipped[triple]})")
             continue
         built = result.targets[triple]
         say(
-            f"  {case.key} {triple}: {built.library_bytes:,} B library, "
+            f"  {case.key} {triple} ({backend}): {built.library_bytes:,} B library, "
             f"{built.wall_seconds:.1f} s wall, {built.compiler_seconds:.1f} compiler-s"
         )
     return result
@@ -110,8 +110,6 @@ def _build_target(case: ModelCase, triple: str, work: Path, backend: str) -> Tar
     from edgeboost.compile.toolchain import LINK_FLAGS
 
     bundle = work / "bundles" / backend / case.key / triple
-    # Only a non-default backend is passed on, so this runs before compile_bundle has `backend`.
-    options: dict[str, Any] = {} if backend == DEFAULT_BACKEND else {"backend": backend}
     started = time.perf_counter()
     manifest = compile_bundle(
         case.model_path,
@@ -119,7 +117,7 @@ def _build_target(case: ModelCase, triple: str, work: Path, backend: str) -> Tar
         targets=[triple],
         name=case.key,
         progress=lambda _line: None,
-        **options,
+        backend=backend,
     )
     wall = time.perf_counter() - started
     library = manifest.targets[triple]

@@ -2,7 +2,7 @@
 
 Writes results.json, REPORT.md and PNG plots to the output folder and prints the headline
 table. Exits 1 when an edgeboost engine or target is not bit-exact with XGBoost; speed is
-never asserted. ``--quick`` is the CI run (under 2 minutes); the default is the full run.
+never asserted. ``--quick`` is the CI run (under 2.5 minutes); the default is the full run.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _config(args: argparse.Namespace) -> Any:
     if args.repeats is not None:
         overrides.update(repeats=args.repeats, min_repeats=min(args.repeats, config.min_repeats))
     if args.no_synthetic:
-        config = replace(config, synthetic=None)
+        config = replace(config, synthetic=())
     if args.no_serving:
         config = replace(config, serving=False)
     if args.no_plots:

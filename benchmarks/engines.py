@@ -13,10 +13,11 @@ An engine is benchmarked through two small interfaces:
 Only the standard library is imported here at module level: the fresh processes that measure
 start-up import this module, and must not pay for numpy unless the engine does.
 
-Adding an engine is one more entry in ``ENGINES``. For the edgeboost ``kernel`` backend:
+Adding an engine is one more entry in ``ENGINES``. The edgeboost ``kernel`` backend has two:
 ``EdgeboostRuntime("numpy", backend="kernel")`` and ``EdgeboostC(backend="kernel")``; an engine's
 ``backend`` makes the run compile that backend's bundles too (``compile_bundle(...,
-backend="kernel")``), per target, with its sizes, compile times and per-target parity.
+backend="kernel")``), per target, with its sizes, compile times and per-target parity. A model
+for which the config does not compile an engine's backend leaves that engine out.
 """
 
 from __future__ import annotations
@@ -528,6 +529,8 @@ ENGINES: dict[str, Engine] = {
         EdgeboostRuntime("array"),
         EdgeboostRuntime("dicts"),
         EdgeboostC(),
+        EdgeboostRuntime("numpy", backend="kernel"),
+        EdgeboostC(backend="kernel"),
     )
 }
 

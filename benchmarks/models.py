@@ -1,6 +1,6 @@
-"""The models benchmarked: the shipped wine model and a larger synthetic one trained here.
+"""The models benchmarked: the shipped wine model and synthetic ones trained here.
 
-The synthetic model is trained from fixed seeds on one thread, so every run on every machine
+A synthetic model is trained from fixed seeds on one thread, so every run on every machine
 benchmarks the same trees (XGBoost's ``hist`` method is deterministic for a given thread
 count), and a busy co-tenant cannot stall its OpenMP barriers.
 """
@@ -84,18 +84,28 @@ def _depth(tree: dict[str, Any]) -> int:
     return deepest
 
 
+_OBJECTIVES = ("binary:logistic", "reg:squarederror")
+
+
 def train_synthetic(spec: SyntheticSpec, out_dir: Path) -> ModelCase:
-    """A binary:logistic model with NaN in its training data (so default directions vary)."""
+    """A model of ``spec.objective`` with 5% NaN in its training data (so default directions
+    vary). The features are standard normal; the label depends on the first four of them."""
     import xgboost as xgb
 
+    if spec.objective not in _OBJECTIVES:
+        raise ValueError(f"unknown objective {spec.objective!r}; known: {', '.join(_OBJECTIVES)}")
     rng = np.random.default_rng(spec.seed)
     x = rng.normal(size=(spec.rows, spec.features)).astype(np.float32)
     score = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * np.abs(x[:, 3]) - 0.4
-    y = (score + rng.normal(scale=0.5, size=spec.rows) > 0).astype(np.float32)
+    noisy = score + rng.normal(scale=0.5, size=spec.rows)
+    if spec.objective == "binary:logistic":
+        y = (noisy > 0).astype(np.float32)
+    else:  # a quality-like score around 6, as the wine model predicts
+        y = (6 + noisy).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = np.nan
     names = [f"x{i:02d}" for i in range(spec.features)]
     params = {
-        "objective": "binary:logistic",
+        "objective": spec.objective,
         "max_depth": spec.depth,
         "eta": 0.05,
         "subsample": 0.8,
@@ -108,9 +118,9 @@ def train_synthetic(spec: SyntheticSpec, out_dir: Path) -> ModelCase:
     booster = xgb.train(params, xgb.DMatrix(x, label=y, feature_names=names), spec.trees)
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"synthetic-{spec.trees}x{spec.depth}.json"
+    path = out_dir / f"{spec.key}.json"
     booster.save_model(path)
-    return load_case(f"synthetic-{spec.trees}x{spec.depth}", path, train_seconds=seconds)
+    return load_case(spec.key, path, train_seconds=seconds)
 
 
 def timing_rows(case: ModelCase, n_rows: int, *, seed: int = 1) -> np.ndarray:

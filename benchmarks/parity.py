@@ -98,13 +98,16 @@ def target_parity(
             margin, value = run_library(triple, library, rows)
         except EmulationError as exc:
             results[triple] = {"rows": count, "skipped": str(exc).splitlines()[0], "exact": None}
-            say(f"  {build.case.key} {triple}: parity skipped ({results[triple]['skipped']})")
+            say(
+                f"  {build.case.key} {triple} ({build.backend}): parity skipped "
+                f"({results[triple]['skipped']})"
+            )
             continue
         report = compare(margin, value, reference.margin[:count], reference.value[:count])
         report["emulated"] = needs_emulation(triple)
         results[triple] = report
         say(
-            f"  {build.case.key} {triple}: {count:,} rows, "
+            f"  {build.case.key} {triple} ({build.backend}): {count:,} rows, "
             f"{report['margin_mismatched_rows']} margins differ"
         )
     return results

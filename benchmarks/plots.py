@@ -37,7 +37,11 @@ def _labels(results: dict[str, Any]) -> dict[str, str]:
 
 
 def _colour(results: dict[str, Any], key: str) -> str:
-    return "tab:green" if results["engines"][key]["family"] == "edgeboost" else "tab:grey"
+    """Grey for peers; edgeboost green, its kernel backend purple."""
+    engine = results["engines"][key]
+    if engine["family"] != "edgeboost":
+        return "tab:grey"
+    return "tab:purple" if engine.get("backend") == "kernel" else "tab:green"
 
 
 def _latency(plt: Any, results: dict[str, Any]) -> Any:
@@ -75,6 +79,11 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
     models = list(results["models"])
     figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
     labels = _labels(results)
+    # One colour per engine in every panel (models may be measured on different engines), and
+    # one legend for all of them.
+    palette = plt.get_cmap("tab20")
+    colours = {key: palette(i % palette.N) for i, key in enumerate(labels)}
+    handles: dict[str, Any] = {}
     for axis, model_key in zip(axes[0], models, strict=True):
         timing = results["models"][model_key].get("timing", {})
         for key in labels:
@@ -86,21 +95,24 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
             if not points:
                 continue
             xs = [b for b, _ in points]
-            style = "-" if results["engines"][key]["family"] == "edgeboost" else "--"
+            engine = results["engines"][key]
+            style = "-" if engine["family"] == "edgeboost" else "--"
             (line,) = axis.plot(
                 xs,
                 [s["median"] for _, s in points],
                 style,
-                marker="o",
+                marker="s" if engine.get("backend") == "kernel" else "o",
                 markersize=3,
                 label=labels[key],
                 linewidth=1.2,
+                color=colours[key],
             )
+            handles.setdefault(key, line)
             axis.fill_between(
                 xs,
                 [s["min"] for _, s in points],
                 [s["max"] for _, s in points],
-                color=line.get_color(),
+                color=colours[key],
                 alpha=0.15,
             )
         axis.set_xscale("log")
@@ -109,7 +121,8 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
         axis.set_ylabel("rows per CPU-second")
         axis.set_title(model_key, fontsize=10)
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ordered = [handles[key] for key in labels if key in handles]
+    axes[0][-1].legend(handles=ordered, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.tight_layout()
     return figure
 
@@ -160,15 +173,14 @@ def _startup_ms(entry: dict[str, Any]) -> float:
 
 
 def _size(plt: Any, results: dict[str, Any]) -> Any:
-    figure, axis = plt.subplots(figsize=(9, 3.8))
     names, library, zipped = [], [], []
     for model_key, model in results["models"].items():
         for backend, build in model.get("builds", {}).items():
             for triple, target in build["targets"].items():
-                suffix = "" if backend == "tl2cgen" else f" [{backend}]"
-                names.append(f"{model_key}\n{triple}{suffix}")
+                names.append(f"{model_key}\n{triple.split('-')[0]}\n{backend}")
                 library.append(target["library_bytes"] / 1024)
                 zipped.append(target["zip_bytes"] / 1024)
+    figure, axis = plt.subplots(figsize=(max(9.0, 0.75 * len(names)), 3.8))
     xs = list(range(len(names)))
     for offset, values, label, colour in (
         (-0.2, library, "libmodel.so (stripped)", "tab:green"),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .backends import LOWER_IS_BETTER, backend_summary
 from .serving import OLD_DESIGN_ROUND_TRIP_MS
 
 __all__ = ["headline_table", "ratio_lines", "render_report"]
 
-# The edgeboost engines each ratio is stated for: from Python with numpy, and from a
-# numpy-free process (the device) for memory.
-_OURS_SPEED, _OURS_MEMORY = "edgeboost-numpy", "edgeboost-array"
+# The edgeboost engines each ratio is stated for: from Python with numpy (one per backend), and
+# from a numpy-free process (the device) for memory.
+_OURS_SPEED = {"tl2cgen": "edgeboost-numpy", "kernel": "edgeboost-kernel-numpy"}
+_OURS_MEMORY = "edgeboost-array"
 
 
 def _num(value: float | None) -> str:
@@ -48,49 +50,90 @@ def _peers(results: dict[str, Any]) -> list[str]:
     return [k for k, e in results["engines"].items() if e["family"] != "edgeboost"]
 
 
+def _factor(factor: float) -> str:
+    """3 significant digits, without an exponent: 1.27, 355, 1,830."""
+    return f"{factor:.3g}" if factor < 1000 else f"{factor:,.0f}"
+
+
 def _ratio(ours: float, theirs: float, *, higher_is_better: bool, good: str, bad: str) -> str:
     factor = ours / theirs if higher_is_better else theirs / ours
     if factor >= 1:
-        return f"{factor:.3g}x {good}"
-    return f"{1 / factor:.3g}x {bad}"
+        return f"{_factor(factor)}x {good}"
+    return f"{_factor(1 / factor)}x {bad}"
+
+
+def _p50_us(entry: dict[str, Any]) -> float:
+    return float(entry["call_us"]["p50"])
+
+
+def _cpu_rate(entry: dict[str, Any]) -> float:
+    return float(entry["rows_per_cpu_s"]["median"])
+
+
+def _speed_lines(
+    results: dict[str, Any],
+    model: dict[str, Any],
+    batch: int,
+    heading: str,
+    unit: str,
+    figure: Callable[[dict[str, Any]], float],
+    *,
+    higher_is_better: bool,
+    good: str,
+    bad: str,
+) -> list[str]:
+    """One heading with each backend's figure, then one line per peer with both ratios."""
+    ours = {
+        backend: entry
+        for backend, key in _OURS_SPEED.items()
+        if key in results["engines"] and (entry := _timing(model, key, batch))
+    }
+    if not ours:
+        return []
+    figures = ", ".join(f"{b} backend {_num(figure(e))}{unit}" for b, e in ours.items())
+    lines = [f"- **{heading}** ({figures}):"]
+    for peer in _peers(results):
+        theirs = _timing(model, peer, batch)
+        if not theirs:
+            continue
+        value = figure(theirs)
+        phrases = ", ".join(
+            f"{b} backend "
+            + _ratio(figure(e), value, higher_is_better=higher_is_better, good=good, bad=bad)
+            for b, e in ours.items()
+        )
+        lines.append(f"  - than {_label(results, peer)} ({_num(value)}{unit}): {phrases}")
+    return lines
 
 
 def ratio_lines(results: dict[str, Any]) -> list[str]:
-    """Ratios of edgeboost to each peer, from this run's medians."""
+    """Ratios of edgeboost (each backend, from Python with numpy) to each peer, from this run's
+    medians."""
     lines: list[str] = []
     largest = _largest_batch(results)
     for model_key, model in results["models"].items():
-        single = _timing(model, _OURS_SPEED, 1)
-        if single:
-            ours = single["call_us"]["p50"]
-            lines.append(
-                f"- **{model_key}, single row** (p50, {_label(results, _OURS_SPEED)} "
-                f"{_num(ours)} µs):"
-            )
-            for peer in _peers(results):
-                theirs = _timing(model, peer, 1)
-                if theirs:
-                    value = theirs["call_us"]["p50"]
-                    phrase = _ratio(
-                        ours, value, higher_is_better=False, good="faster", bad="slower"
-                    )
-                    lines.append(f"  - {phrase} than {_label(results, peer)} ({_num(value)} µs)")
-        bulk = _timing(model, _OURS_SPEED, largest)
-        if bulk:
-            ours = bulk["rows_per_cpu_s"]["median"]
-            lines.append(
-                f"- **{model_key}, {largest:,} rows per call** (rows per CPU-second, "
-                f"{_label(results, _OURS_SPEED)} {_num(ours)}):"
-            )
-            for peer in _peers(results):
-                theirs = _timing(model, peer, largest)
-                if theirs:
-                    value = theirs["rows_per_cpu_s"]["median"]
-                    phrase = _ratio(ours, value, higher_is_better=True, good="more", bad="fewer")
-                    lines.append(
-                        f"  - {phrase} rows per CPU-second than "
-                        f"{_label(results, peer)} ({_num(value)})"
-                    )
+        lines += _speed_lines(
+            results,
+            model,
+            1,
+            f"{model_key}, single row, p50 from Python with numpy",
+            " µs",
+            _p50_us,
+            higher_is_better=False,
+            good="faster",
+            bad="slower",
+        )
+        lines += _speed_lines(
+            results,
+            model,
+            largest,
+            f"{model_key}, {largest:,} rows per call, rows per CPU-second from Python with numpy",
+            "",
+            _cpu_rate,
+            higher_is_better=True,
+            good="more",
+            bad="fewer",
+        )
         cold = model.get("coldstart", {})
         mine = cold.get(_OURS_MEMORY, {}).get("peak_rss_mib")
         if mine:
@@ -154,6 +197,135 @@ def _parity_word(results: dict[str, Any], key: str) -> str:
         else:
             words.append(f"{100 * report['margin_mismatched_rows'] / report['rows']:.0f}% differ")
     return ", ".join(dict.fromkeys(words)) or "—"
+
+
+def _value(figure: str, value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if figure == "library_bytes":
+        return f"{value / 1024:,.0f}"
+    if figure.endswith("_s") and not figure.endswith("cpu_s"):
+        return f"{value:.1f}{unit}"
+    return f"{_num(value)}{unit}"
+
+
+def _ratio_cell(figure: str, ratio: float | None) -> str:
+    """kernel / other, and what it means: '0.21 (4.76x faster)'."""
+    if ratio is None:
+        return "—"
+    if figure in LOWER_IS_BETTER:
+        good, bad = ("smaller", "larger") if figure == "library_bytes" else ("faster", "slower")
+        phrase = f"{_factor(1 / ratio)}x {good}" if ratio <= 1 else f"{_factor(ratio)}x {bad}"
+    else:
+        phrase = f"{_factor(ratio)}x more" if ratio >= 1 else f"{_factor(1 / ratio)}x fewer"
+    return f"{ratio:.3g} ({phrase})"
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "**met**", False: "**not met**", None: "not measured"}[met]
+
+
+def _backends_section(results: dict[str, Any]) -> list[str]:
+    summary = results.get("backends") or backend_summary(results)
+    largest = summary["largest_batch"]
+    triples = " / ".join(t.split("-")[0] for t in summary["all_targets"])
+    out = ["## Backends: tl2cgen and kernel", ""]
+    out.append(
+        "Protocol: the figures of the sections below, for edgeboost's two backends, from the same "
+        "run on the same machine. From Python: the edgeboost runtime with numpy rows "
+        f"(`{summary['engines']['tl2cgen']['python']}`, `{summary['engines']['kernel']['python']}`)"
+        "; from C: the c_bench harness (`"
+        f"{summary['engines']['tl2cgen']['c']}`, `{summary['engines']['kernel']['c']}`). "
+        f"Throughput: rows per CPU-second at {largest:,} rows per call; the runtime and the "
+        "harness run on one thread, so this is one core's rate, and the fair XGBoost figure is "
+        "`inplace_predict` with nthread=1. Compile: the wall times of the per-target compiles "
+        f"({triples}) added up, each as `edgeboost compile --target T` (the host one includes "
+        "its 4,096-row parity check); compiler-seconds in brackets. Ratios are kernel divided by "
+        "the other: below 1 is better for times and sizes, above 1 for rows per CPU-second."
+    )
+    out.append("")
+    targets = summary.get("issue_targets", [])
+    if targets:
+        out.append(f"### The issue's targets, on the wine-shaped model {targets[0]['model']}")
+        out.append("")
+        rows = []
+        for t in targets:
+            sign = "≤" if t["lower_is_better"] else "≥"
+            cells = [f"{t['what']} {sign} {_num(t['limit'])} {t['unit']}"]
+            for backend in summary["engines"]:
+                value = t["measured"].get(backend)
+                verdict = _verdict(t["met"].get(backend))
+                if value is not None:
+                    verdict = f"{_value(t['figure'], value)} {t['unit']}: {verdict}"
+                cells.append(verdict)
+            rows.append(cells)
+        out += _table(["target", *[f"{b} backend" for b in summary["engines"]]], rows)
+        out.append("")
+    rows_spec = (
+        ("python_p50_us", "single row p50 from Python, µs"),
+        ("c_p50_us", "single row p50 from C, µs"),
+        ("python_rows_per_cpu_s", f"rows per CPU-second at {_num(largest)} rows, from Python"),
+        ("c_rows_per_cpu_s", f"rows per CPU-second at {_num(largest)} rows, from C"),
+        ("compile_all_targets_s", f"compile, all three targets ({triples}), s"),
+        ("library_bytes", "library KiB on this machine's target"),
+    )
+    for model_key, entry in summary["models"].items():
+        if not any(entry[b]["host_target"] for b in summary["engines"]):
+            continue
+        out.append(f"### {model_key}")
+        out.append("")
+        ratios = entry["ratios"]
+        rows = []
+        for figure, title in rows_spec:
+            cells = [title]
+            for backend in summary["engines"]:
+                figures = entry[backend]
+                cell = _value(figure, figures.get(figure))
+                if figure == "compile_all_targets_s" and figures.get(figure) is not None:
+                    cell += f" [{figures['compiler_all_targets_s']:.1f}]"
+                elif figure == "compile_all_targets_s" and figures["compile_wall_s"]:
+                    built = ", ".join(
+                        f"{t.split('-')[0]} {s:.1f}" for t, s in figures["compile_wall_s"].items()
+                    )
+                    cell = f"— (built: {built})"
+                cells.append(cell)
+            cells.append(_ratio_cell(figure, ratios["kernel/tl2cgen"].get(figure)))
+            for peer, ratio_key in (
+                ("xgboost", "kernel/xgboost"),
+                ("tl2cgen_predictor", "kernel/tl2cgen_predictor"),
+            ):
+                cells.append(_value(figure, entry[peer].get(figure)))
+                cells.append(_ratio_cell(figure, ratios[ratio_key].get(figure)))
+            rows.append(cells)
+        sizes = []
+        for backend in summary["engines"]:
+            per_target = entry[backend]["library_bytes_per_target"]
+            if per_target:
+                listed = ", ".join(
+                    f"{t.split('-')[0]} {b / 1024:,.0f}" for t, b in per_target.items()
+                )
+                sizes.append(f"{backend} {listed}")
+        xgboost, predictor = (
+            results["engines"].get(key, {}).get("label", key)
+            for key in (summary["peers"]["xgboost"], summary["peers"]["tl2cgen_predictor"])
+        )
+        out += _table(
+            [
+                "figure",
+                "tl2cgen backend",
+                "kernel backend",
+                "kernel / tl2cgen",
+                xgboost,
+                "kernel / XGBoost",
+                predictor,
+                "kernel / tl2cgen.Predictor",
+            ],
+            rows,
+        )
+        out.append("")
+        if sizes:
+            out += [f"Library KiB per target: {'; '.join(sizes)}.", ""]
+    return out
 
 
 def _timing_section(results: dict[str, Any]) -> list[str]:
@@ -238,6 +410,13 @@ def _timing_section(results: dict[str, Any]) -> list[str]:
                 f"threads): {', '.join(threads)}."
             )
             out.append("")
+        left_out = model.get("engines_left_out") or {}
+        if left_out:
+            reasons: dict[str, list[str]] = {}
+            for key, reason in left_out.items():
+                reasons.setdefault(reason, []).append(_label(results, key))
+            listed = "; ".join(f"{', '.join(keys)} ({why})" for why, keys in reasons.items())
+            out += [f"Not measured on {model_key}: {listed}.", ""]
     out.append("![rows per CPU-second](throughput.png)")
     out.append("")
     return out
@@ -288,9 +467,10 @@ def _coldstart_section(results: dict[str, Any]) -> list[str]:
 def _size_section(results: dict[str, Any]) -> list[str]:
     out = ["## What ships: size and compile time per target", ""]
     out.append(
-        "Protocol: each target compiled on its own, as `edgeboost compile --target T` does "
-        "(TL2cgen C generation with the bit-exact rewrites, the target's compiler on all cores, "
-        "and for the host target the 4,096-row parity check); wall time around it, "
+        "Protocol: each target compiled on its own, as `edgeboost compile --target T "
+        "--backend B` does (C generation: TL2cgen's code with the bit-exact rewrites, or the "
+        "kernel's tables; the target's compiler on all cores; for the host target the 4,096-row "
+        "parity check); wall time around it, "
         "compiler-seconds (the sum over translation units) from the manifest's `build_seconds`. "
         "Library as linked "
         "(with `-s`: stripped). Bundle: manifest, SHA256SUMS and that one library. Zip: the "
@@ -527,6 +707,7 @@ def render_report(results: dict[str, Any]) -> str:
         else f"**Parity FAILED:** {'; '.join(failures)}"
     )
     out += ["## Summary", "", verdict, "", *headline_table(results), "", *ratio_lines(results), ""]
+    out += _backends_section(results)
     out += _timing_section(results)
     out += _coldstart_section(results)
     out += _size_section(results)

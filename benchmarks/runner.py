@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .backends import backend_summary
 from .build import ModelBuild, build_model
 from .config import BenchConfig
 from .engines import Artifacts, EdgeboostC, Engine, Session, select_engines
@@ -24,7 +25,7 @@ from .timing import run_timing
 
 __all__ = ["RESULTS_VERSION", "run_benchmark"]
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: several synthetic models, both backends, "backends"
 
 
 class _Phases:
@@ -69,25 +70,37 @@ def run_benchmark(
     # Every backend asked for, and every backend a selected engine loads.
     backends = list(dict.fromkeys([*config.backends, *(e.backend for e in usable if e.backend)]))
     phases.start("models")
-    cases: list[tuple[ModelCase, tuple[str, ...]]] = [
-        (load_case("wine-quality", WINE_MODEL), config.wine_targets)
-    ]
-    if config.synthetic is not None:
-        cases.append((train_synthetic(config.synthetic, work / "models"), config.synthetic_targets))
+    wine = load_case("wine-quality", WINE_MODEL)
+    plans = [_Plan(wine, config.wine_targets, tuple(backends), config.wine_host_only)]
+    for spec in config.synthetic:
+        phases.say(f"  training {spec.key} ({spec.objective}, {spec.features} features)")
+        plans.append(
+            _Plan(
+                train_synthetic(spec, work / "models"),
+                spec.targets,
+                tuple(b for b in backends if not spec.backends or b in spec.backends),
+                spec.host_only,
+                spec.engines,
+            )
+        )
 
     serving_bundle: Path | None = None
-    for case, targets in cases:
+    for plan in plans:
+        case = plan.case
         model_results: dict[str, Any] = {"model": case.as_dict()}
         results["models"][case.key] = model_results
+        engines_here, left_out = plan.engines_from(usable)
+        model_results["engines"] = [e.key for e in engines_here]
+        model_results["engines_left_out"] = left_out
         phases.start(f"{case.key}: compile per target")
         builds = {
-            backend: build_model(case, targets, work, backend=backend, say=say)
-            for backend in backends
+            backend: build_model(case, plan.targets_of(backend), work, backend=backend, say=say)
+            for backend in plan.backends
         }
         model_results["builds"] = {b: build.as_dict() for b, build in builds.items()}
-        if case.key == "wine-quality":
-            serving_bundle = builds[backends[0]].host_bundle
-        failures += _measure_model(config, case, builds, usable, work, model_results, phases)
+        if case.key == "wine-quality" and plan.backends:
+            serving_bundle = builds[plan.backends[0]].host_bundle
+        failures += _measure_model(config, case, builds, engines_here, work, model_results, phases)
 
     if config.serving and serving_bundle is not None:
         phases.start("serving through the local broker")
@@ -105,6 +118,7 @@ def run_benchmark(
             results["serving"] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"  serving skipped: {exc}")
     phases.start("done")
+    results["backends"] = backend_summary(results)
     results["phases"] = phases.log
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     results["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -112,10 +126,38 @@ def run_benchmark(
     return results, failures
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One model of the run: what is compiled for it and which engines it is measured on."""
+
+    case: ModelCase
+    targets: tuple[str, ...]
+    backends: tuple[str, ...]
+    host_only: tuple[str, ...] = ()  # backends compiled for this machine only
+    engines: tuple[str, ...] = ()  # empty: every engine of the run
+
+    def targets_of(self, backend: str) -> tuple[str, ...]:
+        return ("host",) if backend in self.host_only else self.targets
+
+    def engines_from(self, usable: list[Engine]) -> tuple[list[Engine], dict[str, str]]:
+        """The engines measured on this model, and why each other one is left out."""
+        here: list[Engine] = []
+        left_out: dict[str, str] = {}
+        for engine in usable:
+            if self.engines and engine.key not in self.engines:
+                left_out[engine.key] = "not configured for this model"
+            elif engine.backend is not None and engine.backend not in self.backends:
+                left_out[engine.key] = f"the {engine.backend} backend is not compiled for it"
+            else:
+                here.append(engine)
+        return here, left_out
+
+
 def _engine_info(engine: Engine) -> dict[str, Any]:
     return {
         "label": engine.label,
         "family": engine.family,
+        "backend": engine.backend,
         "note": engine.note,
         "unavailable": engine.unavailable(),
     }

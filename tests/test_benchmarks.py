@@ -1,8 +1,8 @@
 """Smoke-run of the benchmark CLI with tiny numbers (as argon2 runs its benchmark CLI in tox).
 
-One run: the shipped wine model for this machine only, a few rows, one round, a few engines,
-serving with a handful of requests. It checks what the run writes, not how fast anything is;
-parity is checked for real (bit-exact or the command fails).
+One run: the shipped wine model for this machine only (both backends), a few rows, one round,
+a few engines, serving with a handful of requests. It checks what the run writes, not how fast
+anything is; parity is checked for real (bit-exact or the command fails).
 """
 
 from __future__ import annotations
@@ -17,8 +17,21 @@ import pytest
 
 from .conftest import need
 
-ENGINES = ("xgboost-inplace-1t", "edgeboost-numpy", "edgeboost-array", "edgeboost-dicts")
-EDGEBOOST = ("edgeboost-numpy", "edgeboost-array", "edgeboost-dicts", "edgeboost-c")
+ENGINES = (
+    "xgboost-inplace-1t",
+    "edgeboost-numpy",
+    "edgeboost-array",
+    "edgeboost-dicts",
+    "edgeboost-kernel-numpy",
+)
+EDGEBOOST = (
+    "edgeboost-numpy",
+    "edgeboost-array",
+    "edgeboost-dicts",
+    "edgeboost-c",
+    "edgeboost-kernel-numpy",
+    "edgeboost-kernel-c",
+)
 TINY = [
     "--no-synthetic",
     "--target",
@@ -46,7 +59,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str
     from edgeboost.benchmarks.cli import main
 
     out = tmp_path_factory.mktemp("bench")
-    engines = [arg for key in (*ENGINES, "edgeboost-c") for arg in ("--engine", key)]
+    engines = [
+        arg for key in (*ENGINES, "edgeboost-c", "edgeboost-kernel-c") for arg in ("--engine", key)
+    ]
     code = main(["-o", str(out), "--work", str(out / "work"), *TINY, *engines])
     return code, out, json.loads((out / "results.json").read_text())
 
@@ -60,17 +75,57 @@ def test_the_run_writes_results_report_and_plots(
         size = (out / name).stat().st_size
         assert 1_000 < size < 200_000, (name, size)
     report = (out / "REPORT.md").read_text()
-    for heading in ("## Summary", "## Parity with XGBoost", "## Serving", "## Host and versions"):
+    for heading in (
+        "## Summary",
+        "## Backends: tl2cgen and kernel",
+        "## Parity with XGBoost",
+        "## Serving",
+        "## Host and versions",
+    ):
         assert heading in report
     assert "Protocol:" in report
     assert results["host"]["logical_cores"] >= 1 and results["versions"]["xgboost-cpu"]
     wine = results["models"]["wine-quality"]
-    assert set(wine["timing"]) == {*ENGINES, "edgeboost-c"}
+    assert set(wine["timing"]) == {*ENGINES, "edgeboost-c", "edgeboost-kernel-c"}
     single = wine["timing"]["edgeboost-c"]["1"]
     assert single["call_us"]["p50"] > 0 and single["rows_per_cpu_s"]["median"] > 0
     assert wine["coldstart"]["edgeboost-array"]["peak_rss_mib"] > 1
-    built = next(iter(wine["builds"]["tl2cgen"]["targets"].values()))
-    assert built["library_bytes"] > 0 and built["zip_bytes"] > 0
+    for backend in ("tl2cgen", "kernel"):
+        built = next(iter(wine["builds"][backend]["targets"].values()))
+        assert built["library_bytes"] > 0 and built["zip_bytes"] > 0
+
+
+def test_the_backends_section_shows_both_side_by_side(
+    smoke: tuple[int, Path, dict[str, Any]],
+) -> None:
+    _, out, results = smoke
+    backends = results["backends"]
+    assert backends["engines"]["kernel"] == {
+        "python": "edgeboost-kernel-numpy",
+        "c": "edgeboost-kernel-c",
+    }
+    wine = backends["models"]["wine-quality"]
+    for backend in ("tl2cgen", "kernel"):
+        figures = wine[backend]
+        for figure in ("python_p50_us", "c_p50_us", "python_rows_per_cpu_s", "c_rows_per_cpu_s"):
+            assert figures[figure] > 0, (backend, figure)
+        assert figures["library_bytes"] > 0 and figures["compile_wall_s"]
+        # Only this machine's target was compiled: no all-targets figure.
+        assert figures["compile_all_targets_s"] is None
+    assert wine["xgboost"]["engine"] == "xgboost-inplace-1t" and wine["xgboost"]["python_p50_us"]
+    ratios = wine["ratios"]
+    assert ratios["kernel/tl2cgen"]["python_p50_us"] == pytest.approx(
+        wine["kernel"]["python_p50_us"] / wine["tl2cgen"]["python_p50_us"]
+    )
+    assert set(ratios["kernel/xgboost"]) == {"python_p50_us", "python_rows_per_cpu_s"}
+    # The issue's targets are on the 400x6 model, which this run leaves out.
+    assert [t["figure"] for t in backends["issue_targets"]] == [
+        "python_p50_us",
+        "python_rows_per_cpu_s",
+        "compile_all_targets_s",
+    ]
+    assert all(t["met"] == {"tl2cgen": None, "kernel": None} for t in backends["issue_targets"])
+    assert "kernel / XGBoost" in (out / "REPORT.md").read_text()
 
 
 def test_parity_is_present_and_exact(smoke: tuple[int, Path, dict[str, Any]]) -> None:
@@ -81,8 +136,8 @@ def test_parity_is_present_and_exact(smoke: tuple[int, Path, dict[str, Any]]) ->
         assert report["rows"] == 1000
         assert report["exact"] and report["margin_mismatched_rows"] == 0, (key, report)
         assert report["max_abs_margin_diff"] == 0
-    # This machine's library is covered by the C engine (same library, same parity driver).
-    assert wine["target_parity"]["tl2cgen"] == {}
+    # This machine's library is covered by the C engines (same library, same parity driver).
+    assert wine["target_parity"] == {"tl2cgen": {}, "kernel": {}}
     assert results["parity_failures"] == []
     assert "bit-exact with XGBoost" in (smoke[1] / "REPORT.md").read_text()
 
@@ -132,3 +187,69 @@ def test_the_synthetic_model_is_the_same_every_run(tmp_path: Path) -> None:
     assert first.model_path.read_bytes() == second.model_path.read_bytes()
     assert (first.num_tree, first.max_depth, first.num_feature) == (4, 3, 6)
     assert first.objective == "binary:logistic"
+
+
+def test_a_regression_model_is_trained_too(tmp_path: Path) -> None:
+    from edgeboost.benchmarks.config import SyntheticSpec
+    from edgeboost.benchmarks.models import train_synthetic
+
+    spec = SyntheticSpec(trees=3, depth=2, features=13, rows=300, objective="reg:squarederror")
+    case = train_synthetic(spec, tmp_path)
+    assert case.key == "synthetic-3x2" and case.objective == "reg:squarederror"
+    assert case.num_feature == 13
+    with pytest.raises(ValueError, match="unknown objective"):
+        train_synthetic(SyntheticSpec(objective="multi:softprob"), tmp_path)
+
+
+def test_both_presets_compile_both_backends_and_the_reference_model() -> None:
+    from edgeboost.benchmarks.config import WINE_SHAPED, full_config, quick_config
+    from edgeboost.benchmarks.engines import ENGINES
+
+    assert (WINE_SHAPED.trees, WINE_SHAPED.depth, WINE_SHAPED.features) == (400, 6, 13)
+    for config in (full_config(), quick_config()):
+        assert config.backends == ("tl2cgen", "kernel")
+        assert WINE_SHAPED.key in [spec.key for spec in config.synthetic]
+        for spec in config.synthetic:
+            assert set(spec.engines) <= set(ENGINES), spec.key
+            assert set(spec.backends) | set(spec.host_only) <= set(config.backends), spec.key
+    full = {spec.key: spec for spec in full_config().synthetic}
+    assert full[WINE_SHAPED.key].targets == ("all",) and full_config().wine_targets == ("all",)
+    # CI: TL2cgen's C for this machine only; the kernel on every target.
+    quick = {spec.key: spec for spec in quick_config().synthetic}
+    assert quick[WINE_SHAPED.key].targets == ("all",)
+    assert quick[WINE_SHAPED.key].host_only == quick_config().wine_host_only == ("tl2cgen",)
+
+
+def _fake_results(p50_us: float, rows_per_cpu_s: float, compile_s: float) -> dict[str, Any]:
+    """The parts of results.json backend_summary reads, for the 400x6 model's kernel backend."""
+
+    def timing(value: float) -> dict[str, Any]:
+        return {
+            "1": {"call_us": {"p50": value}, "rows_per_cpu_s": {"median": 1e6 / value}},
+            "100": {"rows_per_cpu_s": {"median": rows_per_cpu_s}, "cpu_per_wall": 1.0},
+        }
+
+    targets = {
+        triple: {"compile_wall_seconds": compile_s / 3, "compiler_seconds": 1.0, "library_bytes": 1}
+        for triple in ("x86_64-linux-gnu", "aarch64-linux-gnu", "armv7-linux-gnueabihf")
+    }
+    model = {
+        "timing": {"edgeboost-kernel-numpy": timing(p50_us), "xgboost-inplace-1t": timing(300.0)},
+        "builds": {"kernel": {"targets": targets}},
+    }
+    return {"config": {"batch_sizes": [1, 100]}, "models": {"synthetic-400x6": model}}
+
+
+def test_the_issue_targets_are_judged_from_the_figures() -> None:
+    from edgeboost.benchmarks.backends import backend_summary
+
+    def verdicts(results: dict[str, Any]) -> list[bool | None]:
+        return [t["met"]["kernel"] for t in backend_summary(results)["issue_targets"]]
+
+    assert verdicts(_fake_results(2.5, 700_000, 9.0)) == [True, True, True]
+    assert verdicts(_fake_results(3.5, 500_000, 12.0)) == [False, False, False]
+    assert verdicts(_fake_results(3.0, 600_000, 10.0)) == [True, True, True]  # limits included
+    summary = backend_summary(_fake_results(2.5, 700_000, 9.0))
+    assert [t["met"]["tl2cgen"] for t in summary["issue_targets"]] == [None, None, None]
+    ratios = summary["models"]["synthetic-400x6"]["ratios"]["kernel/xgboost"]
+    assert ratios["python_p50_us"] == pytest.approx(2.5 / 300.0)
