@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .exceptions import ManifestError, MetadataMismatchError, NoLibraryForPlatformError
-from .inputs import to_batch
+from .inputs import PLAIN_NUMBERS, to_batch
 from .integrity import CHECKSUMS_NAME, read_checksums, verify_file
 from .manifest import MANIFEST_NAME, Manifest
-from .native import NativeLibrary, open_library
+from .native import NativeLibrary, from_buffer, new, open_library, unpack
 from .targets import host_target
 
 __all__ = ["Model"]
+
+# numpy.ndarray, numpy.float32's dtype and numpy.empty, filled in by _learn_numpy() the first
+# time numpy rows come in: numpy is optional, and importing it costs start-up time.
+_ndarray: Any = None
+_float32: Any = None
+_empty: Any = None
 
 
 class Model:
@@ -25,13 +32,35 @@ class Model:
     the native call, so threads really run in parallel.
     """
 
-    __slots__ = ("_native", "manifest", "path", "target")
+    __slots__ = (
+        "_c_predict",
+        "_float_array",
+        "_named_values",
+        "_native",
+        "_num_feature",
+        "_num_output",
+        "_row_out",
+        "manifest",
+        "path",
+        "target",
+    )
 
     def __init__(self, *, manifest: Manifest, native: NativeLibrary, path: Path, target: str):
         self.manifest = manifest
         self.path = path
         self.target = target
         self._native = native
+        # Looked up once: predict() is called per row on devices, where every lookup shows.
+        self._c_predict: Callable[..., int] = native.lib.edgeboost_predict
+        self._float_array = native.ffi.typeof("float[]")
+        self._row_out = native.ffi.typeof(f"float[{manifest.num_output}]")
+        self._num_feature = manifest.num_feature
+        self._num_output = manifest.num_output
+        names = manifest.feature_names
+        # A dict row's values in model order, as a tuple (itemgetter of one name is no tuple).
+        self._named_values: Callable[[Any], tuple[Any, ...]] | None = (
+            itemgetter(*names) if names and len(names) > 1 else None
+        )
 
     @classmethod
     def load(cls, bundle: str | Path, *, target: str | None = None) -> Model:
@@ -97,28 +126,74 @@ class Model:
         Raises InputError (a ValueError) for unusable rows, FeatureNameError for rows keyed
         by the wrong names.
         """
-        manifest = self.manifest
-        data, n_rows, from_numpy = to_batch(rows, manifest.num_feature, manifest.feature_names)
-        n_out = manifest.num_output
-        if from_numpy:
-            import numpy as np
-
-            out: Any = np.empty((n_rows,) if n_out == 1 else (n_rows, n_out), dtype=np.float32)
+        num_feature = self._num_feature
+        kind = type(rows)
+        if kind is list and len(rows) == 1:
+            # One row, as a list (or tuple) of floats and ints or as a dict with exactly the
+            # model's names: the JSON shapes. cffi turns a list argument into a temporary C
+            # float array itself (the same double -> float cast as array.array), so it goes to
+            # C as it is. Anything else (None, bools, strings, other types, wrong names or
+            # widths) takes the general path below, which also words the errors.
+            row = rows[0]
+            row_kind = type(row)
+            if row_kind is dict and len(row) == num_feature and self._named_values is not None:
+                try:
+                    row = self._named_values(row)
+                    row_kind = tuple
+                except KeyError:
+                    pass
+            if (
+                (row_kind is list or row_kind is tuple)
+                and len(row) == num_feature
+                and PLAIN_NUMBERS.issuperset(map(type, row))
+            ):
+                out = new(self._row_out, None)
+                try:
+                    status = self._c_predict(row, 1, num_feature, 1 if margin else 0, out)
+                except OverflowError:  # an int beyond double range: the general path says so
+                    pass
+                else:
+                    if status:
+                        self._native.check(status)
+                    return [out[0]] if self._num_output == 1 else [unpack(out, self._num_output)]
+        if (
+            kind is _ndarray
+            and rows.dtype is _float32
+            and rows.ndim == 2
+            and rows.shape[1] == num_feature
+            and len(rows)
+            and rows.flags.c_contiguous
+        ):
+            # What to_batch would return for it (unchanged), minus the checks just made.
+            data, n_rows, from_numpy = rows, len(rows), True
+        elif kind is array and rows.typecode == "f" and len(rows) == num_feature:
+            data, n_rows, from_numpy = rows, 1, False  # one row; to_batch would say the same
         else:
-            out = array("f", bytes(4 * n_rows * n_out))
-        ffi = self._native.ffi
-        status = self._native.lib.edgeboost_predict(
-            ffi.from_buffer("float[]", data),
-            n_rows,
-            manifest.num_feature,
-            1 if margin else 0,
-            ffi.from_buffer("float[]", out, require_writable=True),
+            data, n_rows, from_numpy = to_batch(rows, num_feature, self.manifest.feature_names)
+        floats = self._float_array
+        n_out = self._num_output
+        if from_numpy:
+            if _empty is None:
+                _learn_numpy()
+            out = _empty(n_rows if n_out == 1 else (n_rows, n_out), _float32)
+            status = self._c_predict(
+                from_buffer(floats, data, False),
+                n_rows,
+                num_feature,
+                1 if margin else 0,
+                from_buffer(floats, out, True),
+            )
+            if status:
+                self._native.check(status)
+            return out
+        # A cffi-owned C array: cheaper than an array.array plus a from_buffer for it.
+        out = new(floats, n_rows * n_out)
+        status = self._c_predict(
+            from_buffer(floats, data, False), n_rows, num_feature, 1 if margin else 0, out
         )
         if status:
             self._native.check(status)
-        if from_numpy:
-            return out
-        values = out.tolist()
+        values = unpack(out, n_rows * n_out)
         if n_out == 1:
             return values
         return [values[i : i + n_out] for i in range(0, len(values), n_out)]
@@ -128,6 +203,14 @@ class Model:
             f"Model(name={self.name!r}, target={self.target!r}, "
             f"backend={self.manifest.backend!r}, num_feature={self.num_feature})"
         )
+
+
+def _learn_numpy() -> None:
+    global _ndarray, _float32, _empty
+    import numpy
+
+    _float32, _empty = numpy.dtype("float32"), numpy.empty
+    _ndarray = numpy.ndarray  # last: the fast path in predict() keys on it
 
 
 def _check_library_metadata(native: NativeLibrary, manifest: Manifest) -> None:

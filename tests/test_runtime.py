@@ -6,6 +6,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from array import array
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from edgeboost.runtime import (
 from edgeboost.runtime.integrity import format_checksums, sha256_file
 
 from .conftest import NAMES
+from .zoo import train
 
 
 @pytest.fixture()
@@ -111,11 +114,96 @@ def test_margin_and_output_types(model: Model) -> None:
         (array("f", [1.0, 2.0, 3.0]), "n_rows * 4 values; it holds 3"),
         (array("u", "abcd"), "is text"),
         (memoryview(b"abcd"), "must hold floats"),
+        # one-row calls try a fast path first; what it cannot take still gets these errors
+        ([(1.0, True, 3.0, 4.0)], "row 0, feature 1: expected a number or null, got bool"),
+        ([(1.0, 2.0, 3.0, 10**400)], "row 0, feature 3: 1000000000"),
+        ([{"temp": 1.0, "humidity": False, "pressure": 3.0, "wind speed": 4.0}], "got bool"),
+        ([{"temp": 1.0, "humidity": 2.0, "pressure": 10**400, "wind speed": 4.0}], "float range"),
+        ([{"temp": 1.0, "humidity": 2.0, "pressure": "3", "wind speed": 4.0}], "got str"),
+        ([[1.0, 2.0, 3.0, np.float32(4.0).item(), 5.0]], "row 0 has 5 values"),
+        (array("f", [1.0, 2.0, 3.0, 4.0, 5.0]), "n_rows * 4 values; it holds 5"),
     ],
 )
 def test_bad_input_is_a_clear_error(model: Model, rows: object, message: str) -> None:
     with pytest.raises(InputError, match=re.escape(message)):
         model.predict(rows)
+
+
+def test_one_row_gives_what_the_batch_gives_in_every_form(model: Model) -> None:
+    """Single rows take fast paths in predict(); they must agree with the general path."""
+    rows = [*ROWS, [1, 2, -3, 0], [0.5, 2, None, 1e39], [-0.0, 10**20, 3, 0.1]]
+    for margin in (False, True):
+        batch = model.predict(rows, margin=margin)
+        for i, row in enumerate(rows):
+            flat = array("f", [math.nan if v is None else v for v in row])  # 1e39 -> inf
+            as_numpy = np.frombuffer(flat, dtype=np.float32).reshape(1, 4).copy()
+            named = dict(zip(NAMES, row, strict=True))
+            forms = {
+                "list": model.predict([row], margin=margin),
+                "tuple": model.predict([tuple(row)], margin=margin),
+                "dict": model.predict([named], margin=margin),
+                "shuffled dict": model.predict([dict(reversed(named.items()))], margin=margin),
+                "array.array f": model.predict(flat, margin=margin),
+                "numpy": model.predict(as_numpy, margin=margin).tolist(),
+                "numpy, read-only": model.predict(_read_only(as_numpy), margin=margin).tolist(),
+            }
+            for form, predictions in forms.items():
+                assert predictions == [batch[i]], (i, form, margin)
+                assert type(predictions[0]) is float, form
+    out = model.predict(ROWS_NP[:1])
+    assert type(out) is np.ndarray and out.dtype == np.float32 and out.shape == (1,)
+    assert out.flags.writeable and out.flags.owndata
+
+
+def _read_only(rows: np.ndarray) -> np.ndarray:
+    rows = rows.copy()
+    rows.flags.writeable = False
+    return rows
+
+
+@pytest.fixture(scope="module")
+def multiclass(
+    tmp_path_factory: pytest.TempPathFactory, compile_once: Callable[..., Path]
+) -> Model:
+    model = train("multi_softprob", tmp_path_factory.mktemp("multiclass"), rounds=4)
+    return Model.load(compile_once(model, "multiclass"))
+
+
+def test_several_outputs_per_row_in_every_form(multiclass: Model) -> None:
+    rows = np.random.default_rng(4).normal(size=(5, 6)).astype(np.float32)
+    rows[1, 2] = np.nan
+    batch = multiclass.predict(rows)
+    assert batch.shape == (5, 4) and batch.dtype == np.float32
+    expected = batch.tolist()
+    assert multiclass.predict(rows.tolist()) == expected
+    assert multiclass.predict(array("f", rows.reshape(-1).tolist())) == expected
+    for i, row in enumerate(rows.tolist()):
+        assert multiclass.predict([row]) == [expected[i]]
+        assert multiclass.predict(array("f", row)) == [expected[i]]
+        one = multiclass.predict(rows[i : i + 1])
+        assert one.shape == (1, 4) and one.tolist() == [expected[i]]
+    assert all(type(v) is float for v in multiclass.predict([rows[0].tolist()])[0])
+
+
+def test_lists_need_no_numpy(named_bundle: tuple[Path, object]) -> None:
+    script = (
+        "import array, json, sys\n"
+        "sys.modules['numpy'] = None  # `import numpy` now raises ImportError\n"
+        "from edgeboost.runtime import Model\n"
+        "model = Model.load(sys.argv[1])\n"
+        "row = [0.5, None, 2, 0.25]\n"
+        "named = dict(zip(['temp', 'humidity', 'pressure', 'wind speed'], row))\n"
+        "flat = array.array('f', [0.5, float('nan'), 2, 0.25])\n"
+        "print(json.dumps([model.predict([row]), model.predict([named]), model.predict(flat),"
+        " model.predict([row, row])]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(named_bundle[0])], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    one, by_name, flat, two = json.loads(result.stdout)
+    assert one == by_name == flat and two == one * 2
+    assert one == Model.load(named_bundle[0]).predict([[0.5, None, 2, 0.25]])
 
 
 @pytest.mark.parametrize(
@@ -166,6 +254,36 @@ def test_concurrent_predictions_from_threads(model: Model) -> None:
         t.join()
     assert not errors
     assert len(results) == 160 and all(results)
+
+
+def test_concurrent_single_row_predictions_from_threads(model: Model) -> None:
+    rows = np.random.default_rng(6).normal(size=(300, 4)).astype(np.float32)
+    expected = model.predict(rows).tolist()
+    lists = rows.tolist()
+    forms: dict[str, Callable[[int], list[float]]] = {
+        "list": lambda i: model.predict([lists[i]]),
+        "dict": lambda i: model.predict([dict(zip(NAMES, lists[i], strict=True))]),
+        "array": lambda i: model.predict(array("f", lists[i])),
+        "numpy": lambda i: model.predict(rows[i : i + 1]).tolist(),
+    }
+    mismatches: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+
+    def work(form: str) -> None:
+        try:
+            for _ in range(5):
+                for i in range(len(lists)):
+                    if forms[form](i) != [expected[i]]:
+                        mismatches.append((form, i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(form,)) for form in forms for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not mismatches
 
 
 # --- bundle verification --------------------------------------------------------------------
