@@ -26,7 +26,7 @@
 #include "edgeboost.h"
 
 /* Complete unrolling keeps every lane's index in a register; forced inlining turns the depth
- * and the row count into constants in each caller (see walk_rows and predict_rows). */
+ * and the row count into constants in each caller (see walk_run and predict_rows). */
 #if defined(__GNUC__)
 #define EB_UNROLL _Pragma("GCC unroll 16")
 #define EB_INLINE static inline __attribute__((always_inline))
@@ -40,45 +40,75 @@
 #define EB_OPAQUE(pointer) (void)0
 #endif
 
+/* Rows walked together through a group: two on x86_64, where 16 lanes of indices still fit the
+ * registers and the extra independent chains raise batch throughput by ~10% (measured: 400
+ * trees of depth 6, 1.79 -> 1.58 us per row). One elsewhere: armv7 has too few registers, and
+ * on aarch64 the gain is unmeasured (qemu, which counts instructions, not overlap, shows none). */
+#if defined(__x86_64__)
+#define EB_PAIR 2
+#else
+#define EB_PAIR 1
+#endif
+
 /* Every row starts from XGBoost's own float32 base margin (computed by compile/source.py). */
 static const float base_score[EB_NUM_OUTPUT] = EDGEBOOST_MODEL_BASE_SCORE;
 
-/* Walk one group (depth `depth`, a constant once inlined) for one row, then store each lane's
- * leaf in the window buffer of that row (leaves[slot * stride]). See "Complete trees" in
- * forest_kernel.h. */
-EB_INLINE void walk_group(const struct eb_group *group, const uint32_t *xk, float *leaves,
-                          int stride, const int depth) {
+/* Walk one group (depth `depth` and n_rows, 1 or EB_PAIR, constants once inlined) for n_rows
+ * expanded rows, then store each lane's leaf for each row r in the window buffer
+ * (leaves[slot * stride + r]). See "Complete
+ * trees" in forest_kernel.h. Each lane of each row is an independent chain of loads, which
+ * the CPU overlaps. */
+EB_INLINE void walk_group(const struct eb_group *group, const uint32_t (*xk_rows)[EB_ROW_SLOTS],
+                          float *leaves, int stride, const int n_rows, const int depth) {
   const size_t width = (size_t)1 << depth; /* entries per lane */
   const uint32_t *key = eb_key + group->offset;
   const eb_slot_t *slot = eb_slot + group->offset;
+  const uint32_t *xk[EB_PAIR];
+  size_t at[EB_PAIR][EB_LANES];
   EB_OPAQUE(key);
   EB_OPAQUE(slot);
-  EB_OPAQUE(xk);
-  size_t at[EB_LANES];
   EB_UNROLL
-  for (int k = 0; k < EB_LANES; ++k) at[k] = 1;
+  for (int r = 0; r < n_rows; ++r) {
+    xk[r] = xk_rows[r];
+    EB_OPAQUE(xk[r]);
+    EB_UNROLL
+    for (int k = 0; k < EB_LANES; ++k) at[r][k] = 1;
+  }
   EB_UNROLL
   for (int level = 0; level < depth; ++level) {
-    /* Independent chains: the CPU overlaps the loads of all lanes. */
     EB_UNROLL
     for (int k = 0; k < EB_LANES; ++k) {
-      size_t node = k * width + at[k];
-      at[k] = 2 * at[k] + (xk[slot[node]] < key[node]);
+      EB_UNROLL
+      for (int r = 0; r < n_rows; ++r) {
+        size_t node = k * width + at[r][k];
+        at[r][k] = 2 * at[r][k] + (xk[r][slot[node]] < key[node]);
+      }
     }
   }
-  const float *leaf = eb_leaf + group->offset - width; /* at[k] - width: the bottom entry */
+  const float *leaf = eb_leaf + group->offset - width; /* at - width: the bottom entry */
   EB_UNROLL
-  for (int k = 0; k < EB_LANES; ++k) leaves[group->slot[k] * stride] = leaf[k * width + at[k]];
+  for (int k = 0; k < EB_LANES; ++k) {
+    EB_UNROLL
+    for (int r = 0; r < n_rows; ++r)
+      leaves[group->slot[k] * stride + r] = leaf[k * width + at[r][k]];
+  }
 }
 
-/* One group for each of n_rows expanded rows: the walk for the group's depth is picked once. */
-EB_INLINE void walk_rows(const struct eb_group *group, const uint32_t (*xk)[EB_ROW_SLOTS],
-                         float *leaves, int n_rows) {
+/* Groups [first, end), all of one depth, for n_rows expanded rows: the walk for the depth is
+ * picked once per run of groups (compile/ sorts a window's groups by depth, so runs are long),
+ * and rows go EB_PAIR at a time. */
+EB_INLINE void walk_run(const struct eb_group *first, const struct eb_group *end,
+                        const uint32_t (*xk)[EB_ROW_SLOTS], float *leaves, int n_rows) {
 #define EB_WALK(depth)                                                                         \
   case depth:                                                                                  \
-    for (int r = 0; r < n_rows; ++r) walk_group(group, xk[r], leaves + r, n_rows, depth);      \
+    for (const struct eb_group *g = first; g != end; ++g) {                                    \
+      int r = 0;                                                                               \
+      for (; r + EB_PAIR <= n_rows; r += EB_PAIR)                                              \
+        walk_group(g, xk + r, leaves + r, n_rows, EB_PAIR, depth);                             \
+      for (; r < n_rows; ++r) walk_group(g, xk + r, leaves + r, n_rows, 1, depth);             \
+    }                                                                                          \
     break;
-  switch (group->depth) {
+  switch (first->depth) {
     EB_WALK(1)
 #if EB_MAX_DEPTH >= 2
     EB_WALK(2)
@@ -217,8 +247,13 @@ EB_INLINE void predict_rows(const float *rows, int n_rows, int32_t margin, float
     for (int o = 0; o < EB_NUM_OUTPUT; ++o) acc[r * EB_NUM_OUTPUT + o] = base_score[o];
   }
   for (const struct eb_window *w = eb_windows; w != eb_windows + EB_NUM_WINDOW; ++w) {
-    for (uint32_t g = w->first_group; g < w->end_group; ++g)
-      walk_rows(&eb_groups[g], (const uint32_t(*)[EB_ROW_SLOTS])xk, leaves, n_rows);
+    const struct eb_group *run = eb_groups + w->first_group, *end = eb_groups + w->end_group;
+    while (run != end) {
+      const struct eb_group *run_end = run + 1;
+      while (run_end != end && run_end->depth == run->depth) ++run_end;
+      walk_run(run, run_end, (const uint32_t(*)[EB_ROW_SLOTS])xk, leaves, n_rows);
+      run = run_end;
+    }
     add_window(w, leaves, acc, n_rows);
   }
   for (int r = 0; r < n_rows; ++r) {
