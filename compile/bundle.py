@@ -28,20 +28,20 @@ from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
 from .errors import ParityError, ToolchainError
-from .kernel_backend import KERNEL_SOURCE, write_kernel_sources
+from .kernel_backend import KERNEL_OPTIMIZATION, KERNEL_SOURCE, write_kernel_sources
 from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
 from .source import SourceModel, load_source_model
 from .tl2cgen_backend import GeneratedSources, generate_tl2cgen_sources
-from .toolchain import BuiltLibrary, LibraryJob, build_libraries
+from .toolchain import DEFAULT_OPTIMIZATION, BuiltLibrary, LibraryJob, build_libraries
 
 __all__ = ["ALL_TARGETS", "BACKENDS", "compile_bundle", "resolve_targets"]
 
 _log = logging.getLogger(__name__)
 ALL_TARGETS = tuple(TARGETS)
-# Backend -> (writes the model's C into a folder, the native/ file compiled with it).
-_BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str]] = {
-    "kernel": (write_kernel_sources, KERNEL_SOURCE),
-    "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c"),
+# Backend -> (writes the model's C into a folder, the native/ file compiled with it, -O level).
+_BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str, str]] = {
+    "kernel": (write_kernel_sources, KERNEL_SOURCE, KERNEL_OPTIMIZATION),
+    "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c", DEFAULT_OPTIMIZATION),
 }
 BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
@@ -86,7 +86,7 @@ def compile_bundle(
     say = progress or _log.info
     if backend not in _BACKENDS:
         raise ToolchainError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    generate, adapter_name = _BACKENDS[backend]
+    generate, adapter_name, optimization = _BACKENDS[backend]
     out_dir = Path(out_dir)
     triples = resolve_targets(targets)
     source = load_source_model(model_path)
@@ -110,6 +110,7 @@ def compile_bundle(
                     sources=(*generated.c_files, adapter, native_dir / COMMON_SOURCE),
                     include_dirs=(generated.directory, native_dir),
                     work_dir=work / "obj" / triple,
+                    optimization=optimization,
                 )
                 for triple in triples
             ]

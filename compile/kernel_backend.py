@@ -29,6 +29,7 @@ from .tl2cgen_backend import GeneratedSources, model_header
 
 __all__ = [
     "DEFAULT_WINDOW_TREES",
+    "KERNEL_OPTIMIZATION",
     "KERNEL_SOURCE",
     "LANES",
     "MAX_DEPTH",
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 KERNEL_SOURCE = "forest_kernel.c"
+# -O3 vectorises the per-row sums of a block (lane-wise IEEE adds, tree order kept: the same
+# results): measured on x86_64, wine 1.42 -> 1.25 us per row in batches, 400x6 1.58 -> 1.51.
+KERNEL_OPTIMIZATION = "-O3"
 LANES = 8  # EB_LANES in native/forest_kernel.h
 MAX_DEPTH = 16  # EB_DEPTH_LIMIT: the deepest group the kernel has a walk for
 # Stack budget of the kernel (see "Limits" in native/forest_kernel.h).
@@ -354,8 +358,14 @@ def kernel_header(tables: ForestTables) -> str:
             ("EB_NUM_WINDOW", len(tables.windows)),
             ("EB_WINDOW_TREES", tables.window_trees),
             ("EB_MAX_DEPTH", int(tables.group_depth.max())),
+            # Bit d set: some group has depth d. The kernel has walks for these depths only.
+            ("EB_DEPTH_MASK", f"{_depth_mask(tables.group_depth):#x}u"),
         )
     )
+
+
+def _depth_mask(depths: np.ndarray) -> int:
+    return sum(1 << int(depth) for depth in np.unique(depths))
 
 
 def tables_source(tables: ForestTables) -> str:

@@ -23,6 +23,7 @@ from .errors import ToolchainError
 
 __all__ = [
     "COMMON_FLAGS",
+    "DEFAULT_OPTIMIZATION",
     "TOOLCHAINS",
     "BuiltLibrary",
     "LibraryJob",
@@ -35,7 +36,9 @@ _log = logging.getLogger(__name__)
 # -ffp-contract=off: no fused multiply-add, so every target rounds like XGBoost's x86 build.
 # Never -ffast-math/-Ofast: they delete the isnan() that routes missing values.
 # -fvisibility=hidden: only the edgeboost_* ABI is exported (native/edgeboost.h).
-COMMON_FLAGS = ("-O2", "-fPIC", "-std=gnu11", "-ffp-contract=off", "-fvisibility=hidden")
+# The optimisation level is the job's (LibraryJob.optimization): a backend may want another.
+COMMON_FLAGS = ("-fPIC", "-std=gnu11", "-ffp-contract=off", "-fvisibility=hidden")
+DEFAULT_OPTIMIZATION = "-O2"
 LINK_FLAGS = ("-shared", "-s", "-lm")
 
 
@@ -103,12 +106,13 @@ assert TOOLCHAINS.keys() == TARGETS.keys(), "every runtime target needs a toolch
 
 @dataclass(frozen=True)
 class LibraryJob:
-    """One library to build: a target, its sources and include folders."""
+    """One library to build: a target, its sources, include folders and optimisation level."""
 
     triple: str
     sources: tuple[Path, ...]
     include_dirs: tuple[Path, ...]
     work_dir: Path
+    optimization: str = DEFAULT_OPTIMIZATION
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def build_libraries(
                 obj = job.work_dir / (source.stem + ".o")
                 command = [
                     resolved[job.triple],
+                    job.optimization,
                     *COMMON_FLAGS,
                     *toolchain.flags,
                     *includes,
@@ -184,7 +189,7 @@ def build_libraries(
             path=library,
             compiler=Path(resolved[job.triple]).name,
             compiler_version=compiler_version(resolved[job.triple]),
-            flags=(*COMMON_FLAGS, *toolchain.flags),
+            flags=(job.optimization, *COMMON_FLAGS, *toolchain.flags),
             build_seconds=round(seconds[job.triple], 2),
         )
     return built

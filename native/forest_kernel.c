@@ -109,50 +109,52 @@ EB_INLINE void walk_run(const struct eb_group *first, const struct eb_group *end
     }                                                                                          \
     break;
   switch (first->depth) {
+#if (EB_DEPTH_MASK >> 1) & 1
     EB_WALK(1)
-#if EB_MAX_DEPTH >= 2
+#endif
+#if (EB_DEPTH_MASK >> 2) & 1
     EB_WALK(2)
 #endif
-#if EB_MAX_DEPTH >= 3
+#if (EB_DEPTH_MASK >> 3) & 1
     EB_WALK(3)
 #endif
-#if EB_MAX_DEPTH >= 4
+#if (EB_DEPTH_MASK >> 4) & 1
     EB_WALK(4)
 #endif
-#if EB_MAX_DEPTH >= 5
+#if (EB_DEPTH_MASK >> 5) & 1
     EB_WALK(5)
 #endif
-#if EB_MAX_DEPTH >= 6
+#if (EB_DEPTH_MASK >> 6) & 1
     EB_WALK(6)
 #endif
-#if EB_MAX_DEPTH >= 7
+#if (EB_DEPTH_MASK >> 7) & 1
     EB_WALK(7)
 #endif
-#if EB_MAX_DEPTH >= 8
+#if (EB_DEPTH_MASK >> 8) & 1
     EB_WALK(8)
 #endif
-#if EB_MAX_DEPTH >= 9
+#if (EB_DEPTH_MASK >> 9) & 1
     EB_WALK(9)
 #endif
-#if EB_MAX_DEPTH >= 10
+#if (EB_DEPTH_MASK >> 10) & 1
     EB_WALK(10)
 #endif
-#if EB_MAX_DEPTH >= 11
+#if (EB_DEPTH_MASK >> 11) & 1
     EB_WALK(11)
 #endif
-#if EB_MAX_DEPTH >= 12
+#if (EB_DEPTH_MASK >> 12) & 1
     EB_WALK(12)
 #endif
-#if EB_MAX_DEPTH >= 13
+#if (EB_DEPTH_MASK >> 13) & 1
     EB_WALK(13)
 #endif
-#if EB_MAX_DEPTH >= 14
+#if (EB_DEPTH_MASK >> 14) & 1
     EB_WALK(14)
 #endif
-#if EB_MAX_DEPTH >= 15
+#if (EB_DEPTH_MASK >> 15) & 1
     EB_WALK(15)
 #endif
-#if EB_MAX_DEPTH >= 16
+#if (EB_DEPTH_MASK >> 16) & 1
     EB_WALK(16)
 #endif
   default:

@@ -34,8 +34,9 @@
  *   Groups. EB_LANES trees are walked in lock-step (independent chains of loads the CPU
  *   overlaps); their entries are consecutive, lane k's at offset + k * 2^depth, so one base
  *   pointer and constant displacements reach them all. The kernel has one walk per depth
- *   (the depth is a constant in each), picked once per group. Within a window, trees are
- *   grouped by depth so that little padding is added. A short last group repeats its last
+ *   present in the model (EB_DEPTH_MASK; the depth is a constant in each), picked once per
+ *   run of groups of that depth. Within a window, trees are grouped by depth so that little
+ *   padding is added and runs are long. A short last group repeats its last
  *   lane (same tree, same leaf slot: the same value written twice).
  *
  *   Windows. XGBoost adds leaves in tree order, and float addition is not associative. A
@@ -90,6 +91,9 @@ typedef uint16_t eb_slot_t;
 
 #if EB_MAX_DEPTH < 1 || EB_MAX_DEPTH > EB_DEPTH_LIMIT
 #error "EB_MAX_DEPTH must be in [1, EB_DEPTH_LIMIT]"
+#endif
+#if (EB_DEPTH_MASK & 1) || (EB_DEPTH_MASK >> EB_MAX_DEPTH) != 1
+#error "EB_DEPTH_MASK must name depths in [1, EB_MAX_DEPTH], EB_MAX_DEPTH among them"
 #endif
 
 struct eb_group {

@@ -43,6 +43,7 @@ from edgeboost.compile.emulation import (
 )
 from edgeboost.compile.errors import ToolchainError
 from edgeboost.compile.kernel_backend import (
+    KERNEL_OPTIMIZATION,
     LANES,
     MAX_DEPTH,
     PAD_KEY,
@@ -616,6 +617,7 @@ def _sanitized_library(source: SourceModel, folder: Path, **tables: Any) -> Path
     library = folder / "libmodel.so"
     command = [
         "gcc",
+        KERNEL_OPTIMIZATION,
         *COMMON_FLAGS,
         *WARNINGS,
         *SANITIZE,
@@ -674,6 +676,7 @@ def test_kernel_compiles_without_warnings_for_every_target(
     for source in (NATIVE / "forest_kernel.c", NATIVE / COMMON_SOURCE, *generated.c_files):
         command = [
             compiler,
+            KERNEL_OPTIMIZATION,
             *COMMON_FLAGS,
             *TOOLCHAINS[triple].flags,
             *WARNINGS,
