@@ -35,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgeboost.compile.native_output import native_output_to
-
 from .measure import Measurement, time_calls
 
 __all__ = ["ENGINES", "Artifacts", "Engine", "Inputs", "Session", "select_engines"]
@@ -170,6 +168,10 @@ class Engine:
 @contextmanager
 def _native_output_to(log: Path) -> Iterator[None]:
     """Send what native code writes to file descriptors 1 and 2 into ``log``."""
+    # Imported here: the edgeboost.compile package loads numpy and the runtime, which the
+    # fresh start-up processes (this module is their engine table) must not pay for.
+    from edgeboost.compile.native_output import native_output_to
+
     with open(log, "wb") as sink, native_output_to(sink):
         yield
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,18 @@ def test_the_issue_targets_are_judged_from_the_figures() -> None:
     assert [t["met"]["tl2cgen"] for t in summary["issue_targets"]] == [None, None, None]
     ratios = summary["models"]["synthetic-400x6"]["ratios"]["kernel/xgboost"]
     assert ratios["python_p50_us"] == pytest.approx(2.5 / 300.0)
+
+
+def test_the_start_up_process_imports_only_the_standard_library() -> None:
+    """The fresh process that measures an engine's import time and peak memory loads the
+    engine table first: if that pulled in numpy or the runtime, every Python engine would
+    show their cost (this happened once: 36 MiB and ~0 ms import for the no-numpy runtime)."""
+    probe = (
+        "import sys, edgeboost.benchmarks.coldstart, edgeboost.benchmarks.engines; "
+        "print(' '.join(m for m in ('numpy', 'cffi', 'edgeboost.runtime', 'edgeboost.compile') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == []
