@@ -15,17 +15,13 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
 from edgeboost.compile import load_source_model
 from edgeboost.compile.emulation import (
     EmulationError,
-    MissingToolError,
     build_driver,
     default_cache_dir,
     prepare_python_root,
@@ -33,15 +29,10 @@ from edgeboost.compile.emulation import (
     run_library,
     run_python,
 )
-from edgeboost.compile.parity import (
-    compare_outputs,
-    parity_rows,
-    reference_predictions,
-)
-from edgeboost.compile.source import SourceModel
-from edgeboost.runtime import Manifest
+from edgeboost.compile.parity import compare_outputs
 from edgeboost.runtime.targets import TARGETS
 
+from .compiled_case import CompiledCase, with_tool
 from .conftest import OLD_MODEL_EXPECTED, REPO, need
 from .zoo import train
 
@@ -60,43 +51,14 @@ ELF_HEADER = {
 }
 # platform.machine() of the emulated Python.
 MACHINE = {"aarch64-linux-gnu": "aarch64", "armv7-linux-gnueabihf": "armv7l"}
-T = TypeVar("T")
-
-
-@dataclass
-class Case:
-    """One model compiled for every target, with its probing rows and XGBoost's answers."""
-
-    name: str
-    source: SourceModel
-    bundle: Path
-
-    def library(self, triple: str) -> Path:
-        return self.bundle / Manifest.read(self.bundle).targets[triple].file
-
-    @cached_property
-    def rows(self) -> np.ndarray:
-        return parity_rows(self.source, DRIVER_ROWS, seed=3)
-
-    @cached_property
-    def reference(self) -> dict[str, np.ndarray]:
-        margin, value = reference_predictions(self.source.booster(), self.rows)
-        return {"margin": margin, "value": value}
-
-
-def _tool(what: str, action: Callable[[], T]) -> T:
-    """Run ``action``; a missing tool skips locally and fails in CI."""
-    try:
-        return action()
-    except MissingToolError as exc:
-        need(False, f"{what} [{exc}]")
-        raise  # unreachable: need() skips or fails
 
 
 @pytest.fixture(scope="session")
 def drivers() -> dict[str, Path]:
     """The parity driver for every target; proves the cross compilers and their libc work."""
-    return {t: _tool(f"a C toolchain for {t}", lambda t=t: build_driver(t, CACHE)) for t in TARGETS}
+    return {
+        t: with_tool(f"a C toolchain for {t}", lambda t=t: build_driver(t, CACHE)) for t in TARGETS
+    }
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +68,7 @@ def python_root() -> Callable[[str], Path]:
     def get(triple: str) -> Path:
         what = f"a bookworm {triple} userland"
         try:
-            return _tool(what, lambda: prepare_python_root(triple, CACHE))
+            return with_tool(what, lambda: prepare_python_root(triple, CACHE))
         except EmulationError as exc:  # no route to the Debian mirror, broken apt lists
             need(False, f"{what} [{exc}]")
             raise
@@ -130,10 +92,12 @@ def runtime_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def wine_case(
     shared_data: Path, drivers: dict[str, Path], compile_once: Callable[..., Path]
-) -> Case:
+) -> CompiledCase:
     model = shared_data / "xgboost_wine_quality.json"
     bundle = compile_once(model, "cross-old-wine", ("all",), backend="tl2cgen")
-    return Case("old wine (reg:squarederror)", load_source_model(model), bundle)
+    return CompiledCase(
+        "old wine (reg:squarederror)", load_source_model(model), bundle, DRIVER_ROWS, seed=3
+    )
 
 
 @pytest.fixture(scope="session")
@@ -141,30 +105,32 @@ def logistic_case(
     tmp_path_factory: pytest.TempPathFactory,
     drivers: dict[str, Path],
     compile_once: Callable[..., Path],
-) -> Case:
+) -> CompiledCase:
     """binary:logistic with 15% missing values in training: default directions and sigmoid."""
     model = train("binary_logistic", tmp_path_factory.mktemp("cross-model"), rounds=12)
     bundle = compile_once(model, "cross-binary-logistic", ("all",), backend="tl2cgen")
-    return Case("binary:logistic with NaN", load_source_model(model), bundle)
+    return CompiledCase(
+        "binary:logistic with NaN", load_source_model(model), bundle, DRIVER_ROWS, seed=3
+    )
 
 
 CASES = [pytest.param("wine_case", marks=pytest.mark.needs_shared), "logistic_case"]
 
 
 @pytest.fixture(scope="session", params=CASES)
-def case(request: pytest.FixtureRequest) -> Case:
+def case(request: pytest.FixtureRequest) -> CompiledCase:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
-def reference_library_outputs(case: Case) -> dict[str, np.ndarray]:
+def reference_library_outputs(case: CompiledCase) -> dict[str, np.ndarray]:
     library = case.library(REFERENCE_TARGET)
     margin, value = run_library(REFERENCE_TARGET, library, case.rows, cache_dir=CACHE)
     return {"margin": margin, "value": value}
 
 
 @pytest.mark.parametrize("triple", list(ELF_HEADER))
-def test_library_is_built_for_its_target(case: Case, triple: str) -> None:
+def test_library_is_built_for_its_target(case: CompiledCase, triple: str) -> None:
     need(shutil.which("readelf") is not None, "readelf (apt-get install binutils)")
     header = subprocess.run(
         ["readelf", "-h", str(case.library(triple))], capture_output=True, text=True, check=True
@@ -176,9 +142,9 @@ def test_library_is_built_for_its_target(case: Case, triple: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("triple", list(TARGETS))
 def test_driver_margins_bit_identical_to_xgboost(
-    case: Case, triple: str, reference_library_outputs: dict[str, np.ndarray]
+    case: CompiledCase, triple: str, reference_library_outputs: dict[str, np.ndarray]
 ) -> None:
-    _tool(f"qemu for {triple}", lambda: qemu_prefix(triple))
+    with_tool(f"qemu for {triple}", lambda: qemu_prefix(triple))
     margin, value = run_library(triple, case.library(triple), case.rows, cache_dir=CACHE)
     ours = {"margin": margin, "value": value}
     report = compare_outputs(ours, case.reference, label="xgboost")
@@ -220,7 +186,7 @@ def _run_probe(
 @pytest.mark.parametrize("triple", EMULATED)
 def test_emulated_python_predicts_the_recorded_samples(
     triple: str,
-    wine_case: Case,
+    wine_case: CompiledCase,
     shared_data: Path,
     python_root: Callable[[str], Path],
     runtime_path: Path,
@@ -234,7 +200,7 @@ def test_emulated_python_predicts_the_recorded_samples(
 @pytest.mark.parametrize("triple", EMULATED)
 def test_emulated_python_bit_identical_to_xgboost(
     triple: str,
-    case: Case,
+    case: CompiledCase,
     python_root: Callable[[str], Path],
     runtime_path: Path,
     tmp_path: Path,
@@ -259,7 +225,7 @@ def test_emulated_python_bit_identical_to_xgboost(
 @pytest.mark.parametrize("triple", EMULATED)
 def test_platform_zip_alone_predicts_on_the_target_python(
     triple: str,
-    wine_case: Case,
+    wine_case: CompiledCase,
     shared_data: Path,
     python_root: Callable[[str], Path],
     tmp_path: Path,

@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,7 @@ from edgeboost.runtime.targets import TARGETS, host_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .compiled_case import CompiledCase, with_tool
 from .conftest import OLD_MODEL_EXPECTED, REPO, SHIPPED_MODEL, need
 from .strategies import HYPOTHESIS_BATCHES, HYPOTHESIS_ROWS_PER_BATCH, probing_rows
 from .zoo import OBJECTIVES, train, training_data
@@ -102,22 +101,6 @@ MODELS = (
 
 # ---------------------------------------------------------------------------------------------
 # Models and bundles
-
-
-@dataclass
-class Case:
-    """One model compiled with the kernel backend, and its probing rows."""
-
-    name: str
-    source: SourceModel
-    bundle: Path
-
-    def library(self, triple: str) -> Path:
-        return self.bundle / Manifest.read(self.bundle).targets[triple].file
-
-    @cached_property
-    def rows(self) -> np.ndarray:
-        return parity_rows(self.source, TARGET_ROWS, seed=17)
 
 
 def _train_extra(name: str, directory: Path) -> Path:
@@ -173,15 +156,6 @@ def model_path(
     return get
 
 
-def _tool(what: str, action: Callable[[], Any]) -> Any:
-    """Run ``action``; a missing tool skips locally and fails in CI."""
-    try:
-        return action()
-    except MissingToolError as exc:
-        need(False, f"{what} [{exc}]")
-        raise  # unreachable: need() skips or fails
-
-
 @pytest.fixture(scope="session")
 def cross_ready() -> bool:
     """True when every target's compiler and libc are here (the drivers build)."""
@@ -196,18 +170,18 @@ def cross_ready() -> bool:
 @pytest.fixture(scope="session")
 def case(
     model_path: Callable[[str], Path], cross_ready: bool, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Case]:
+) -> Callable[[str], CompiledCase]:
     """case(name) -> the model compiled with the kernel backend (every target when possible)."""
     folder = tmp_path_factory.mktemp("kernel-bundles")
-    made: dict[str, Case] = {}
+    made: dict[str, CompiledCase] = {}
 
-    def get(name: str) -> Case:
+    def get(name: str) -> CompiledCase:
         if name not in made:
             path = model_path(name)
             targets = ("all",) if cross_ready else ("host",)
             bundle = folder / name
             compile_bundle(path, bundle, targets=targets, backend="kernel", progress=lambda _: None)
-            made[name] = Case(name, load_source_model(path), bundle)
+            made[name] = CompiledCase(name, load_source_model(path), bundle, TARGET_ROWS, seed=17)
         return made[name]
 
     return get
@@ -378,7 +352,9 @@ def test_kernel_cannot_be_asked_for_a_backend_that_does_not_exist(tmp_path: Path
 # The host library through the runtime
 
 
-def test_bundle_records_and_library_reports_the_kernel_backend(case: Callable[[str], Case]) -> None:
+def test_bundle_records_and_library_reports_the_kernel_backend(
+    case: Callable[[str], CompiledCase],
+) -> None:
     shipped = case("shipped")
     manifest = Manifest.read(shipped.bundle)
     assert manifest.backend == "kernel"
@@ -389,14 +365,14 @@ def test_bundle_records_and_library_reports_the_kernel_backend(case: Callable[[s
 
 @pytest.mark.needs_shared
 def test_old_deployed_model_gives_the_recorded_predictions(
-    case: Callable[[str], Case], shared_data: Path
+    case: Callable[[str], CompiledCase], shared_data: Path
 ) -> None:
     samples = json.loads((shared_data / "samples.json").read_text())
     assert Model.load(case("old").bundle).predict(samples) == OLD_MODEL_EXPECTED
 
 
 @pytest.fixture(scope="session")
-def hypothesis_rows(case: Callable[[str], Case]) -> Callable[[str], np.ndarray]:
+def hypothesis_rows(case: Callable[[str], CompiledCase]) -> Callable[[str], np.ndarray]:
     """hypothesis_rows(name) -> every row Hypothesis generated while checking the host library
     against XGBoost (fails on the first batch that differs); reused on the other targets."""
     made: dict[str, np.ndarray] = {}
@@ -409,7 +385,7 @@ def hypothesis_rows(case: Callable[[str], Case]) -> Callable[[str], np.ndarray]:
     return get
 
 
-def _run_hypothesis(kernel_case: Case) -> np.ndarray:
+def _run_hypothesis(kernel_case: CompiledCase) -> np.ndarray:
     source = kernel_case.source
     model = Model.load(kernel_case.bundle)
     booster = source.booster()
@@ -446,7 +422,7 @@ def test_hypothesis_rows_bit_identical_on_the_host(
 
 @pytest.mark.parametrize("name", ["shipped", "multi_softprob", "binary_logistic_x60"])
 def test_single_rows_and_every_batch_size_match_one_big_batch(
-    name: str, case: Callable[[str], Case]
+    name: str, case: Callable[[str], CompiledCase]
 ) -> None:
     """Blocks of rows and single rows take different paths through the kernel."""
     kernel_case = case(name)
@@ -465,7 +441,7 @@ def test_single_rows_and_every_batch_size_match_one_big_batch(
     assert _report(whole, reference_predictions(kernel_case.source.booster(), rows)).exact
 
 
-def test_concurrent_calls_give_the_same_bits(case: Callable[[str], Case]) -> None:
+def test_concurrent_calls_give_the_same_bits(case: Callable[[str], CompiledCase]) -> None:
     kernel_case = case("multi_softprob")
     model = Model.load(kernel_case.bundle)
     rows = kernel_case.rows[:5_000]
@@ -485,7 +461,7 @@ def test_concurrent_calls_give_the_same_bits(case: Callable[[str], Case]) -> Non
     assert all(r == expected for r in results)
 
 
-def test_bad_calls_return_status_codes(case: Callable[[str], Case]) -> None:
+def test_bad_calls_return_status_codes(case: Callable[[str], CompiledCase]) -> None:
     native = Model.load(case("shipped").bundle)._native
     ffi, lib = native.ffi, native.lib
     rows = ffi.new("float[]", 13 * 2)
@@ -513,7 +489,7 @@ def test_parity_budget_reaches_a_million_rows() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_every_target_bit_identical_to_xgboost(
     name: str,
-    case: Callable[[str], Case],
+    case: Callable[[str], CompiledCase],
     cross_ready: bool,
     hypothesis_rows: Callable[[str], np.ndarray],
     request: pytest.FixtureRequest,
@@ -528,7 +504,7 @@ def test_every_target_bit_identical_to_xgboost(
     reference = reference_predictions(kernel_case.source.booster(), rows)
     summaries = []
     for triple in TARGETS:
-        _tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
+        with_tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
         ours = run_library(triple, kernel_case.library(triple), rows, cache_dir=CACHE)
         report = _report(ours, reference)
         summaries.append(
@@ -547,7 +523,7 @@ def test_every_target_bit_identical_to_xgboost(
 
 @pytest.mark.needs_shared
 def test_old_model_samples_on_every_target(
-    case: Callable[[str], Case], cross_ready: bool, shared_data: Path
+    case: Callable[[str], CompiledCase], cross_ready: bool, shared_data: Path
 ) -> None:
     need(cross_ready, "cross compilers and their C libraries for every target")
     kernel_case = case("old")
@@ -556,7 +532,7 @@ def test_old_model_samples_on_every_target(
     assert names is not None
     rows = np.array([[sample[n] for n in names] for sample in samples], dtype=np.float32)
     for triple in TARGETS:
-        _tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
+        with_tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
         _, value = run_library(triple, kernel_case.library(triple), rows, cache_dir=CACHE)
         assert [float(v) for v in value] == OLD_MODEL_EXPECTED, triple
 
@@ -565,7 +541,7 @@ def test_old_model_samples_on_every_target(
 @pytest.mark.parametrize("triple", EMULATED)
 def test_emulated_python_predicts_the_recorded_samples(
     triple: str,
-    case: Callable[[str], Case],
+    case: Callable[[str], CompiledCase],
     cross_ready: bool,
     shared_data: Path,
     tmp_path: Path,
@@ -574,7 +550,7 @@ def test_emulated_python_predicts_the_recorded_samples(
     need(cross_ready, "cross compilers and their C libraries for every target")
     what = f"a bookworm {triple} userland"
     try:
-        root = _tool(what, lambda: prepare_python_root(triple, CACHE))
+        root = with_tool(what, lambda: prepare_python_root(triple, CACHE))
     except EmulationError as exc:
         need(False, f"{what} [{exc}]")
         raise
@@ -671,7 +647,7 @@ def sanitized_driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kernel_compiles_without_warnings_for_every_target(
     triple: str, model_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    compiler = _tool(f"a C compiler for {triple}", lambda: _resolve_compiler(triple))
+    compiler = with_tool(f"a C compiler for {triple}", lambda: _resolve_compiler(triple))
     generated = write_kernel_sources(load_source_model(model_path("multi_softprob")), tmp_path)
     for source in (NATIVE / "forest_kernel.c", NATIVE / COMMON_SOURCE, *generated.c_files):
         command = [
@@ -744,13 +720,13 @@ def test_kernel_is_clean_under_address_and_undefined_behaviour_sanitizers(
 
 
 def test_kernel_is_clean_under_valgrind_memcheck(
-    case: Callable[[str], Case], tmp_path: Path
+    case: Callable[[str], CompiledCase], tmp_path: Path
 ) -> None:
     valgrind = shutil.which("valgrind")
     need(valgrind is not None, "valgrind (apt-get install valgrind)")
     kernel_case = case("multi_softprob")
     host = host_target()
-    driver = _tool("a C toolchain for the host", lambda: build_driver(host, CACHE))
+    driver = with_tool("a C toolchain for the host", lambda: build_driver(host, CACHE))
     rows = kernel_case.rows[:3_001]
     command = [
         str(valgrind),
