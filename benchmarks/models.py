@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeboost.compile.kernel_backend import tree_depth
 
 from .config import SyntheticSpec
 
@@ -66,22 +67,10 @@ def load_case(key: str, model_path: Path, train_seconds: float | None = None) ->
         num_tree=len(trees),
         num_node=sum(int(t["tree_param"]["num_nodes"]) for t in trees),
         num_feature=num_feature,
-        max_depth=max(_depth(t) for t in trees),
+        max_depth=max(tree_depth(t["left_children"], t["right_children"]) for t in trees),
         feature_names=tuple(names) or tuple(f"f{i}" for i in range(num_feature)),
         train_seconds=train_seconds,
     )
-
-
-def _depth(tree: dict[str, Any]) -> int:
-    left, right = tree["left_children"], tree["right_children"]
-    deepest, stack = 0, [(0, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if left[node] == -1:
-            deepest = max(deepest, depth)
-        else:
-            stack += [(left[node], depth + 1), (right[node], depth + 1)]
-    return deepest
 
 
 _OBJECTIVES = ("binary:logistic", "reg:squarederror")

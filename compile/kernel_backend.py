@@ -42,6 +42,7 @@ __all__ = [
     "order_keys",
     "read_tree",
     "tables_source",
+    "tree_depth",
     "write_kernel_sources",
 ]
 
@@ -190,6 +191,18 @@ def _check_limits(source: SourceModel, window_trees: int) -> None:
         raise ValueError(f"window_trees must be in [1, {MAX_WINDOW_TREES}], got {window_trees}")
 
 
+def tree_depth(left: Sequence[int] | np.ndarray, right: Sequence[int] | np.ndarray) -> int:
+    """Splits on the longest root-to-leaf path of a tree given by its child ids (-1: leaf)."""
+    deepest, stack = 0, [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if left[node] == -1:
+            deepest = max(deepest, depth)
+        else:
+            stack += [(int(left[node]), depth + 1), (int(right[node]), depth + 1)]
+    return deepest
+
+
 def read_tree(tree: Any, index: int, num_feature: int) -> KernelTree:
     """Read one Treelite tree and check every split the kernel will take."""
     fields = _read_fields(tree, index)
@@ -197,13 +210,7 @@ def read_tree(tree: Any, index: int, num_feature: int) -> KernelTree:
     slot = np.zeros(len(cleft), dtype=np.int64)
     for node in np.flatnonzero(cleft != -1):
         slot[node] = _split_slot(fields, index, int(node), num_feature)
-    depth, stack = 0, [(0, 0)]
-    while stack:
-        node, level = stack.pop()
-        if cleft[node] == -1:
-            depth = max(depth, level)
-        else:
-            stack += [(int(cleft[node]), level + 1), (int(fields["cright"][node]), level + 1)]
+    depth = tree_depth(cleft, fields["cright"])
     if depth > MAX_DEPTH:
         raise UnsupportedModelError(
             f"tree {index} is {depth} levels deep; the kernel backend takes at most {MAX_DEPTH}; "

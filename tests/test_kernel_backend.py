@@ -50,6 +50,7 @@ from edgeboost.compile.kernel_backend import (
     heap_layout,
     order_keys,
     read_tree,
+    tree_depth,
     write_kernel_sources,
 )
 from edgeboost.compile.parity import (
@@ -270,6 +271,14 @@ def test_trees_deeper_than_the_kernel_walks_are_refused() -> None:
     tree = FakeTree(cleft=cleft, cright=cright, split_index=[0] * (2 * depth + 1))
     with pytest.raises(UnsupportedModelError, match=f"{depth} levels deep"):
         read_tree(tree, 0, num_feature=1)
+
+
+def test_tree_depth_counts_the_splits_on_the_longest_path() -> None:
+    assert tree_depth([-1], [-1]) == 0  # a single leaf
+    # Root 0 -> (1: leaf, 2 -> (3: leaf, 4 -> (5, 6))): the right branch is 3 splits deep.
+    left, right = [1, -1, 3, -1, 5, -1, -1], [2, -1, 4, -1, 6, -1, -1]
+    assert tree_depth(left, right) == 3
+    assert tree_depth(np.array(left), np.array(right)) == 3
 
 
 def test_infinite_thresholds_and_leaves_need_no_special_case() -> None:
