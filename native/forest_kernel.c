@@ -55,9 +55,8 @@ static const float base_score[EB_NUM_OUTPUT] = EDGEBOOST_MODEL_BASE_SCORE;
 
 /* Walk one group (depth `depth` and n_rows, 1 or EB_PAIR, constants once inlined) for n_rows
  * expanded rows, then store each lane's leaf for each row r in the window buffer
- * (leaves[slot * stride + r]). See "Complete
- * trees" in forest_kernel.h. Each lane of each row is an independent chain of loads, which
- * the CPU overlaps. */
+ * (leaves[slot * stride + r]). See "Complete trees" in forest_kernel.h. Each lane of each
+ * row is an independent chain of loads, which the CPU overlaps. */
 EB_INLINE void walk_group(const struct eb_group *group, const uint32_t (*xk_rows)[EB_ROW_SLOTS],
                           float *leaves, int stride, const int n_rows, const int depth) {
   const size_t width = (size_t)1 << depth; /* entries per lane */
