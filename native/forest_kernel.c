@@ -53,6 +53,23 @@
 /* Every row starts from XGBoost's own float32 base margin (computed by compile/source.py). */
 static const float base_score[EB_NUM_OUTPUT] = EDGEBOOST_MODEL_BASE_SCORE;
 
+/* One step down a tree: 2 * at + (*x < key), unsigned (see "Keys" in forest_kernel.h). On
+ * x86_64 GCC computes the flag into a register and adds it (compare, setb, zero-extend, lea);
+ * compare and add-with-carry do the same in two instructions, with the row's key read by the
+ * compare itself. Measured (400 trees of depth 6): one row 2.37 -> 2.07 us, batches 1.48 ->
+ * 1.41 us per row. The same results: the carry of `cmp key, *x` is (*x < key). */
+EB_INLINE size_t step(size_t at, const uint32_t *x, uint32_t key) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __asm__("cmpl %[key], %[x]\n\tadcq %[at], %[at]"
+          : [at] "+r"(at)
+          : [key] "r"(key), [x] "m"(*x)
+          : "cc");
+  return at;
+#else
+  return 2 * at + (*x < key);
+#endif
+}
+
 /* Walk one group (depth `depth` and n_rows, 1 or EB_PAIR, constants once inlined) for n_rows
  * expanded rows, then store each lane's leaf for each row r in the window buffer
  * (leaves[slot * stride + r]). See "Complete trees" in forest_kernel.h. Each lane of each
@@ -62,14 +79,15 @@ EB_INLINE void walk_group(const struct eb_group *group, const uint32_t (*xk_rows
   const size_t width = (size_t)1 << depth; /* entries per lane */
   const uint32_t *key = eb_key + group->offset;
   const eb_slot_t *slot = eb_slot + group->offset;
-  const uint32_t *xk[EB_PAIR];
+  /* Both rows of a pair from one base (the block's expanded rows are consecutive): one
+   * register fewer for 16 chains (x86_64 batches 1.41 -> 1.36 us per row). */
+  const uint32_t *xk = (const uint32_t *)xk_rows;
   size_t at[EB_PAIR][EB_LANES];
   EB_OPAQUE(key);
   EB_OPAQUE(slot);
+  EB_OPAQUE(xk);
   EB_UNROLL
   for (int r = 0; r < n_rows; ++r) {
-    xk[r] = xk_rows[r];
-    EB_OPAQUE(xk[r]);
     EB_UNROLL
     for (int k = 0; k < EB_LANES; ++k) at[r][k] = 1;
   }
@@ -80,7 +98,7 @@ EB_INLINE void walk_group(const struct eb_group *group, const uint32_t (*xk_rows
       EB_UNROLL
       for (int r = 0; r < n_rows; ++r) {
         size_t node = k * width + at[r][k];
-        at[r][k] = 2 * at[r][k] + (xk[r][slot[node]] < key[node]);
+        at[r][k] = step(at[r][k], &xk[r * EB_ROW_SLOTS + slot[node]], key[node]);
       }
     }
   }

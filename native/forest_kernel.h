@@ -13,7 +13,7 @@
  *   uint32 that sorts like the float (sign bit set: all bits flipped; clear: sign bit set;
  *   -0.0 first becomes +0.0, since the two zeros compare equal). For any two floats that are
  *   not NaN, `a < b` exactly when `key(a) < key(b)`, so every split becomes one unsigned
- *   compare, which compilers turn into compare + add-with-carry (no branch, no setcc).
+ *   compare (on x86_64 compare + add-with-carry: no branch, no setcc).
  *
  *   Expanded row. Before walking, the row becomes xk[2 * EB_NUM_FEATURE + 1]:
  *     xk[2f]     = key(x[f]), or 0xFFFFFFFF if x[f] is NaN (above every key: goes right)
