@@ -3,7 +3,8 @@
 ``backend_summary`` reads what the run measured (timing, builds) and returns what results.json
 holds under "backends": per model and backend the figures the issue names, the ratios of the
 kernel backend to the tl2cgen backend, to XGBoost on one thread and to TL2cgen's own predictor,
-and each target with its verdict (met, not met, or not measured), computed from those figures.
+and each target with its verdict (met, not met, or not measured), computed from those figures
+(medians; the best round is shown beside them, not judged).
 Nothing here measures; a figure that the run did not measure is None.
 """
 
@@ -98,6 +99,19 @@ def _p50(model: dict[str, Any], key: str) -> float | None:
     return float(entry["call_us"]["p50"]) if entry else None
 
 
+def _best_round_p50(model: dict[str, Any], key: str) -> float | None:
+    """The lowest of the rounds' p50 latencies for one row (None in results from before it
+    was recorded)."""
+    entry = _timing(model, key, 1)
+    best = entry.get("round_p50_us", {}).get("min") if entry else None
+    return float(best) if best is not None else None
+
+
+def _best_round_rate(model: dict[str, Any], key: str, batch: int) -> float | None:
+    entry = _timing(model, key, batch)
+    return float(entry["rows_per_cpu_s"]["max"]) if entry else None
+
+
 def _bulk(model: dict[str, Any], key: str, batch: int) -> tuple[float | None, float | None]:
     """Rows per CPU-second (median over rounds) and CPU-seconds per wall second."""
     entry = _timing(model, key, batch)
@@ -112,6 +126,10 @@ def _backend_figures(model: dict[str, Any], backend: str, largest: int) -> dict[
     c_rate, c_threads = _bulk(model, engines["c"], largest)
     figures: dict[str, Any] = {
         "python_p50_us": _p50(model, engines["python"]),
+        # The target figures' best rounds: this shared machine's co-tenants move medians by
+        # a third; the best round is what the code does when they are quiet.
+        "python_p50_us_best_round": _best_round_p50(model, engines["python"]),
+        "python_rows_per_cpu_s_best_round": _best_round_rate(model, engines["python"], largest),
         "c_p50_us": _p50(model, engines["c"]),
         "python_rows_per_cpu_s": python_rate,
         "python_cpu_per_wall": python_threads,
@@ -201,11 +219,16 @@ def backend_summary(results: dict[str, Any]) -> dict[str, Any]:
             backend: (model[backend][target.figure] if model else None)
             for backend in BACKEND_ENGINES
         }
+        best_round = {
+            backend: (model[backend].get(f"{target.figure}_best_round") if model else None)
+            for backend in BACKEND_ENGINES
+        }
         targets.append(
             {
                 **asdict(target),
                 "lower_is_better": target.lower_is_better,
                 "measured": measured,
+                "best_round": best_round,  # None where the figure has no rounds (compile)
                 "met": {backend: target.met(value) for backend, value in measured.items()},
             }
         )

@@ -41,7 +41,9 @@ def _calibrate(
 
 
 def summarize(measurements: Sequence[Measurement]) -> dict[str, Any]:
-    """Across rounds: median, min and max of rates; across all calls: latency percentiles."""
+    """Across rounds: median, min and max of rates and of each round's p50 latency (the best
+    round shows what the code does when co-tenants are quiet); across all calls: latency
+    percentiles."""
     rates = np.array([m.rows_per_second for m in measurements])
     cpu_rates = np.array([m.rows_per_cpu_second for m in measurements])
     samples = np.concatenate([np.asarray(m.per_call_ns, dtype=np.float64) for m in measurements])
@@ -60,6 +62,9 @@ def summarize(measurements: Sequence[Measurement]) -> dict[str, Any]:
             "max": float(samples_us.max()),
             "calls": int(samples_us.size),
         },
+        "round_p50_us": _spread(
+            np.array([np.percentile(np.asarray(m.per_call_ns), 50) / 1e3 for m in measurements])
+        ),
         "cpu_per_wall": float(np.median(utilisation)),
     }
 

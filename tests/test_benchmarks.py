@@ -227,8 +227,15 @@ def _fake_results(p50_us: float, rows_per_cpu_s: float, compile_s: float) -> dic
 
     def timing(value: float) -> dict[str, Any]:
         return {
-            "1": {"call_us": {"p50": value}, "rows_per_cpu_s": {"median": 1e6 / value}},
-            "100": {"rows_per_cpu_s": {"median": rows_per_cpu_s}, "cpu_per_wall": 1.0},
+            "1": {
+                "call_us": {"p50": value},
+                "round_p50_us": {"min": value * 0.8},
+                "rows_per_cpu_s": {"median": 1e6 / value},
+            },
+            "100": {
+                "rows_per_cpu_s": {"median": rows_per_cpu_s, "max": rows_per_cpu_s * 1.25},
+                "cpu_per_wall": 1.0,
+            },
         }
 
     targets = {
@@ -253,6 +260,12 @@ def test_the_issue_targets_are_judged_from_the_figures() -> None:
     assert verdicts(_fake_results(3.0, 600_000, 10.0)) == [True, True, True]  # limits included
     summary = backend_summary(_fake_results(2.5, 700_000, 9.0))
     assert [t["met"]["tl2cgen"] for t in summary["issue_targets"]] == [None, None, None]
+    # The best round is reported beside the verdict, never judged.
+    best = [
+        t["best_round"]["kernel"]
+        for t in backend_summary(_fake_results(3.5, 500_000, 12.0))["issue_targets"]
+    ]
+    assert best == [pytest.approx(2.8), pytest.approx(625_000), None]
     ratios = summary["models"]["synthetic-400x6"]["ratios"]["kernel/xgboost"]
     assert ratios["python_p50_us"] == pytest.approx(2.5 / 300.0)
 
@@ -270,3 +283,17 @@ def test_the_start_up_process_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == []
+
+
+def test_each_rounds_p50_is_summarised_beside_the_pooled_one() -> None:
+    from edgeboost.benchmarks.measure import Measurement
+    from edgeboost.benchmarks.timing import summarize
+
+    def round_of(per_call_us: list[float]) -> Measurement:
+        ns = [int(us * 1000) for us in per_call_us]
+        return Measurement(batch=1, calls=len(ns), wall_ns=sum(ns), cpu_ns=sum(ns), per_call_ns=ns)
+
+    # A quiet round and a noisy one: the pooled p50 sits between the rounds' p50s.
+    summary = summarize([round_of([2.0, 2.0, 2.0, 9.0]), round_of([6.0, 6.0, 7.0, 7.0])])
+    assert summary["round_p50_us"] == {"median": 4.25, "min": 2.0, "max": 6.5}
+    assert summary["call_us"]["p50"] == pytest.approx(6.0)
