@@ -17,13 +17,20 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s"
-        if args.command in ("compile", "train")
-        else "%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if args.command in ("serve", "broker"):
+        # Long-running components: info to stdout, problems to stderr (the Nucleus logs
+        # stderr as WARN).
+        from edgeboost.runtime.service_log import configure_service_logging
+
+        configure_service_logging(verbose=args.verbose)
+    else:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(message)s"
+            if args.command in ("compile", "train")
+            else "%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     from edgeboost.runtime.exceptions import EdgeboostError
 
     try:
@@ -167,9 +174,26 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     tuning = parser.add_argument_group("limits")
     tuning.add_argument("--max-payload-bytes", type=int, default=limits.max_payload_bytes)
     tuning.add_argument("--max-rows", type=int, default=limits.max_rows)
-    tuning.add_argument("--queue-size", type=int, default=defaults.queue_size)
+    tuning.add_argument(
+        "--queue-size",
+        type=int,
+        default=defaults.queue_size,
+        help="requests waiting for a worker; beyond it they are answered 'overloaded'",
+    )
+    tuning.add_argument(
+        "--overload-queue-size",
+        type=int,
+        default=defaults.overload_queue_size,
+        help="requests waiting for their 'overloaded' reply; beyond it they are shed (counted)",
+    )
     tuning.add_argument("--workers", type=int, default=defaults.workers)
     tuning.add_argument("--stats-interval", type=float, default=defaults.stats_interval_s)
+    tuning.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=defaults.shutdown_timeout_s,
+        help="seconds from SIGTERM to exit (the Nucleus SIGKILLs 5 s after SIGTERM)",
+    )
     parser.add_argument("--target", help="load the library of this target (default: this machine)")
 
 
@@ -184,8 +208,10 @@ def server_config(args: argparse.Namespace) -> Any:
         legacy_response_topic=args.legacy_response_topic,
         limits=Limits(max_payload_bytes=args.max_payload_bytes, max_rows=args.max_rows),
         queue_size=args.queue_size,
+        overload_queue_size=args.overload_queue_size,
         workers=args.workers,
         stats_interval_s=args.stats_interval,
+        shutdown_timeout_s=args.shutdown_timeout,
     )
 
 
@@ -264,6 +290,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
     import signal
     import threading
 
@@ -271,12 +298,18 @@ def _serve(args: argparse.Namespace) -> int:
     from edgeboost.runtime.greengrass import GreengrassTransport
     from edgeboost.runtime.server import InferenceServer
 
-    model = Model.load(args.bundle, target=args.target)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    model = Model.load(args.bundle, target=args.target)
     server = InferenceServer(model, GreengrassTransport(), server_config(args))
-    return server.run(stop)
+    status = server.run(stop)
+    # Exit now, whatever a stuck thread is doing: the Nucleus SIGKILLs 5 s after SIGTERM, and
+    # interpreter shutdown would wait on the IPC client's native threads.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _predict(args: argparse.Namespace) -> int:

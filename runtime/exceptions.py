@@ -12,6 +12,10 @@
     ├── InputError                  rows handed to predict() are not usable (also ValueError)
     │   └── FeatureNameError        named features do not match the model's feature names
     ├── RequestError                a serving request is malformed (carries a stable code)
+    ├── IpcError                    a Greengrass IPC call failed
+    │   ├── IpcRefusedError         the IPC server answered with a modelled error
+    │   ├── IpcNotSentError         nothing was sent (no connection): safe to send again
+    │   └── IpcUnconfirmedError     sent, but no answer came (timeout, connection lost): not resent
     └── (compile side, in edgeboost.compile.errors)
         ├── UnsupportedModelError   the booster uses something edgeboost does not support
         ├── ToolchainError          a compiler is missing or failed
@@ -28,6 +32,10 @@ __all__ = [
     "FeatureNameError",
     "InputError",
     "IntegrityError",
+    "IpcError",
+    "IpcNotSentError",
+    "IpcRefusedError",
+    "IpcUnconfirmedError",
     "ManifestError",
     "MetadataMismatchError",
     "NativeError",
@@ -85,3 +93,28 @@ class RequestError(EdgeboostError):
         self.message = message
         # The request's id when it could be read, so the error reply can carry it.
         self.request_id = request_id
+
+
+class IpcError(EdgeboostError):
+    """A Greengrass IPC call failed."""
+
+
+class IpcRefusedError(IpcError):
+    """The IPC server answered with a modelled error: ``error`` is its model name
+    (``UnauthorizedError``, ``InvalidArgumentsError``, ``ResourceNotFoundError``,
+    ``ServiceError``, or ``AccessDenied`` for a refused CONNECT). Never a lost connection."""
+
+    def __init__(self, error: str, operation: str, message: str, *, topic: str | None = None):
+        where = f" on {topic!r}" if topic is not None else ""
+        super().__init__(f"{operation}{where} refused with {error}: {message}")
+        self.error = error
+        self.operation = operation
+        self.topic = topic
+
+
+class IpcNotSentError(IpcError):
+    """The message was provably not sent (no connection, or the write failed): safe to resend."""
+
+
+class IpcUnconfirmedError(IpcError):
+    """The message may have been sent but no answer came: resending could duplicate it."""

@@ -1,31 +1,52 @@
-"""Greengrass IPC transport: the only module that imports awsiotsdk.
+"""Greengrass IPC transport through awsiotsdk: the only module that imports it.
 
-The V2 client does not reconnect by itself. A supervisor thread watches the connection
-(the lifecycle handler's on_disconnect, and subscription streams that close) and rebuilds the
-client and the subscriptions with exponential back-off. Stream callbacks run on the client's
-network thread (``executor=None``): they only hand the message to ``deliver``, which never
-blocks and never calls IPC.
+The V2 client does not reconnect by itself. A supervisor thread watches the connection (the
+lifecycle handler's on_disconnect, and subscription streams that close) and rebuilds the
+client and the subscriptions with exponential back-off. Only a closed connection counts as
+lost: a modelled error (UnauthorizedError, ServiceError...) is an answer on a working
+connection, and a publish that fails while a reconnect is under way must not tear the new
+connection down (that turned one stall into thousands of reconnects).
+
+Every call has a timeout: connect and subscribe wait at most ``call_timeout_s``; a publish
+that gets no answer within it ends as IpcUnconfirmedError (the supervisor sweeps them).
+Stream callbacks run on the client's network thread (``executor=None``): they only hand the
+message to ``deliver``, which never blocks and never calls IPC.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .exceptions import EdgeboostError
-from .server import Message
+from .exceptions import (
+    EdgeboostError,
+    IpcError,
+    IpcNotSentError,
+    IpcRefusedError,
+    IpcUnconfirmedError,
+)
+from .transport import Message
 
-__all__ = ["GreengrassTransport"]
+__all__ = ["SOCKET_ENV", "TOKEN_ENV", "GreengrassTransport", "subscribe_advice"]
 
 _log = logging.getLogger(__name__)
+
+SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+TOKEN_ENV = "SVCUID"
 
 
 def _sdk() -> Any:
     try:
-        import awsiot.greengrasscoreipc
+        import awscrt.eventstream.rpc  # noqa: F401  (the SDK's transport)
+        import awsiot.eventstreamrpc
+        import awsiot.greengrasscoreipc.client
         import awsiot.greengrasscoreipc.clientv2
         import awsiot.greengrasscoreipc.model
     except ImportError as exc:
@@ -36,6 +57,13 @@ def _sdk() -> Any:
     return awsiot
 
 
+def subscribe_advice(topic: str) -> str:
+    return (
+        "add to the component recipe's accessControl an aws.greengrass.ipc.pubsub policy with "
+        f"operation aws.greengrass#SubscribeToTopic and resource {topic!r}"
+    )
+
+
 class GreengrassTransport:
     """Subscribe once, stay subscribed, publish replies. Thread-safe."""
 
@@ -44,145 +72,280 @@ class GreengrassTransport:
         *,
         socket_path: str | None = None,
         auth_token: str | None = None,
-        connect_timeout_s: float = 5.0,
-        publish_timeout_s: float = 10.0,
+        call_timeout_s: float = 5.0,
+        start_timeout_s: float = 4.0,
         backoff_s: tuple[float, float] = (0.05, 1.0),
     ) -> None:
         self._awsiot = _sdk()
-        self._socket_path = socket_path
-        self._auth_token = auth_token
-        self._connect_timeout_s = connect_timeout_s
-        self._publish_timeout_s = publish_timeout_s
+        self._socket_path = socket_path or os.environ.get(SOCKET_ENV, "")
+        self._auth_token = auth_token or os.environ.get(TOKEN_ENV, "")
+        self._call_timeout_s = call_timeout_s
+        self._start_timeout_s = start_timeout_s
         self._backoff_s = backoff_s
         self._lock = threading.Lock()
         self._client: Any = None
+        self._connection: Any = None
         self._operations: list[Any] = []
         self._topics: list[str] = []
         self._deliver: Callable[[Message], None] | None = None
+        self._on_fatal: Callable[[Exception], None] = lambda _: None
         self._connected = threading.Event()
         self._lost = threading.Event()
+        self._closing = threading.Event()
         self._receiving = True
-        self._closing = False
         self._generation = 0
+        self._reconnects = 0
+        self._pending: dict[int, tuple[float, Future[None]]] = {}
+        self._publish_ids = itertools.count()
         self._supervisor: threading.Thread | None = None
 
     # --- Transport ---------------------------------------------------------------------------
-    def start(self, topics: Sequence[str], deliver: Callable[[Message], None]) -> None:
-        self._topics, self._deliver = list(topics), deliver
-        self._connect_with_backoff()
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
+
+    def start(
+        self,
+        topics: Sequence[str],
+        deliver: Callable[[Message], None],
+        on_fatal: Callable[[Exception], None],
+    ) -> None:
+        if not self._socket_path or not self._auth_token:
+            raise IpcError(
+                f"{SOCKET_ENV} and {TOKEN_ENV} must be set (the Nucleus sets them for a "
+                "component whose recipe has an aws.greengrass.ipc.pubsub accessControl)"
+            )
+        self._topics, self._deliver, self._on_fatal = list(topics), deliver, on_fatal
+        self._connect_with_backoff(give_up_at=time.monotonic() + self._start_timeout_s)
         self._supervisor = threading.Thread(
             target=self._supervise, name="edgeboost-ipc-supervisor", daemon=True
         )
         self._supervisor.start()
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes) -> Future[None]:
+        result: Future[None] = Future()
+        client = self._client
+        if client is None or self._closing.is_set():
+            result.set_exception(IpcNotSentError("not connected to the IPC server"))
+            return result
         model = self._awsiot.greengrasscoreipc.model
-        message = model.PublishMessage(binary_message=model.BinaryMessage(message=payload))
-        deadline = time.monotonic() + self._publish_timeout_s
-        while True:
-            client = self._client
-            try:
-                if client is None:
-                    raise ConnectionError("not connected")
-                client.publish_to_topic(topic=topic, publish_message=message)
-                return
-            except Exception as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closing:
-                    raise
-                _log.warning("publish on %s failed (%s); waiting for the connection", topic, exc)
-                self._lost.set()
-                self._connected.clear()
-                self._connected.wait(min(remaining, 1.0))
+        request = model.PublishToTopicRequest(
+            topic=topic,
+            publish_message=model.PublishMessage(
+                binary_message=model.BinaryMessage(message=payload)
+            ),
+        )
+        try:
+            operation = client.client.new_publish_to_topic()
+            written = operation.activate(request)
+        except Exception as exc:  # ConnectionClosedError: the stream was never opened
+            result.set_exception(IpcNotSentError(f"not connected: {exc!r}"))
+            return result
+        key = next(self._publish_ids)
+        with self._lock:
+            self._pending[key] = (time.monotonic() + self._call_timeout_s, result)
+        written.add_done_callback(lambda done: self._on_written(key, done))
+        operation.get_response().add_done_callback(lambda done: self._on_answer(key, topic, done))
+        return result
 
-    def stop_receiving(self) -> None:
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop_receiving(self, timeout: float) -> None:
         with self._lock:
             self._receiving = False
             operations, self._operations = self._operations, []
+        closing = []
         for operation in operations:
             try:
-                operation.close().result(self._connect_timeout_s)
+                closing.append(operation.close())
             except Exception as exc:  # already closed with the connection
                 _log.debug("closing a subscription: %s", exc)
+        _wait_all(closing, time.monotonic() + timeout)
 
-    def close(self) -> None:
-        self._closing = True
-        self._lost.set()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
-        self._close_client()
+    def close(self, timeout: float) -> None:
+        self._closing.set()
+        self._lost.set()  # wakes the supervisor, which then ends
+        self._close_client(timeout)
+        self._fail_pending(lambda: IpcUnconfirmedError("the IPC client was closed"))
+
+    # --- publish outcomes: called on the network thread ------------------------------------
+    def _on_written(self, key: int, done: Future[Any]) -> None:
+        error = done.exception()
+        if error is not None:  # never reached the socket: a resend cannot duplicate it
+            self._settle(key, IpcNotSentError(f"the write failed: {error!r}"))
+
+    def _on_answer(self, key: int, topic: str, done: Future[Any]) -> None:
+        error = done.exception()
+        if error is None:
+            self._settle(key, None)
+        elif isinstance(error, self._awsiot.eventstreamrpc.ErrorShape):
+            self._settle(
+                key,
+                IpcRefusedError(type(error).__name__, "PublishToTopic", _text(error), topic=topic),
+            )
+        else:
+            self._settle(key, IpcUnconfirmedError(f"no answer to a publish: {error!r}"))
+
+    def _settle(self, key: int, error: Exception | None) -> None:
+        with self._lock:
+            entry = self._pending.pop(key, None)
+        if entry is None:
+            return  # already settled (a write failure, then the response's failure)
+        if error is None:
+            entry[1].set_result(None)
+        else:
+            entry[1].set_exception(error)
+
+    def _fail_pending(self, error: Callable[[], Exception], *, expired_only: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            keys = [k for k, (due, _) in self._pending.items() if not expired_only or due <= now]
+        for key in keys:
+            self._settle(key, error())
 
     # --- connection management ---------------------------------------------------------------
     def _supervise(self) -> None:
-        while True:
-            self._lost.wait()
-            if self._closing:
-                return
-            _log.warning("IPC connection lost; reconnecting")
-            self._close_client()
-            self._connect_with_backoff()
+        while not self._closing.is_set():
+            if self._lost.wait(0.25) and not self._closing.is_set():
+                _log.warning("IPC connection lost; reconnecting")
+                self._close_client(self._call_timeout_s)
+                try:
+                    self._connect_with_backoff(give_up_at=None)
+                except IpcError as exc:  # refused: a recipe or token problem, not a fault
+                    self._on_fatal(exc)
+                    return
+                self._reconnects += 1
+            self._fail_pending(
+                lambda: IpcUnconfirmedError(f"no answer within {self._call_timeout_s} s"),
+                expired_only=True,
+            )
 
-    def _connect_with_backoff(self) -> None:
+    def _connect_with_backoff(self, *, give_up_at: float | None) -> None:
+        """Connect and subscribe; retry faults with back-off, raise IpcRefusedError at once."""
         delay, ceiling = self._backoff_s
-        while not self._closing:
+        while not self._closing.is_set():
             try:
                 self._connect_and_subscribe()
                 return
+            except IpcRefusedError:
+                raise
             except Exception as exc:
-                _log.warning("IPC connect failed (%s); retrying in %.2f s", exc, delay)
-                time.sleep(delay)
+                if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                    raise IpcError(
+                        f"cannot reach the Greengrass IPC server at {self._socket_path}: "
+                        f"{_text(exc)}"
+                    ) from exc
+                _log.warning(
+                    "cannot reach the IPC server at %s (%s); retrying in %.2f s",
+                    self._socket_path,
+                    _text(exc),
+                    delay,
+                )
+                self._closing.wait(delay)
                 delay = min(ceiling, delay * 2)
 
     def _connect_and_subscribe(self) -> None:
-        ipc = self._awsiot.greengrasscoreipc
+        awsiot = self._awsiot
         with self._lock:
             self._generation += 1
             generation = self._generation
             # Cleared before connecting, never after: a disconnect that happens while we
             # subscribe must stay visible to the supervisor.
             self._lost.clear()
-        connection = ipc.connect(
-            ipc_socket=self._socket_path,
-            authtoken=self._auth_token,
-            lifecycle_handler=_Lifecycle(self, generation),
-            timeout=self._connect_timeout_s,
+        connection = self._connect(generation)
+        client = awsiot.greengrasscoreipc.clientv2.GreengrassCoreIPCClientV2(
+            client=awsiot.greengrasscoreipc.client.GreengrassCoreIPCClient(connection),
+            executor=None,
         )
-        client = ipc.clientv2.GreengrassCoreIPCClientV2(client=connection, executor=None)
         operations = []
         try:
             if self._receiving:
                 for topic in self._topics:
-                    _, operation = client.subscribe_to_topic(
-                        topic=topic,
-                        on_stream_event=self._on_event,
-                        on_stream_error=lambda error, g=generation: self._on_stream_error(error, g),
-                        on_stream_closed=lambda g=generation: self._on_stream_closed(g),
-                    )
-                    operations.append(operation)
+                    operations.append(self._subscribe(client, topic, generation))
         except Exception:
-            client.close(executor_wait=False)
+            connection.close()
             raise
         with self._lock:
-            self._client, self._operations = client, operations
+            self._client, self._connection, self._operations = client, connection, operations
             self._connected.set()
         _log.info(
-            "IPC connected; subscribed to %s", ", ".join(self._topics) if operations else "nothing"
+            "IPC connected to %s; subscribed to %s",
+            self._socket_path,
+            ", ".join(self._topics) if operations else "nothing",
         )
 
-    def _close_client(self) -> None:
+    def _connect(self, generation: int) -> Any:
+        """ipc.connect() without its leak: a CONNECT that times out is closed, not abandoned."""
+        from awscrt.io import (
+            ClientBootstrap,
+            DefaultHostResolver,
+            EventLoopGroup,
+            SocketDomain,
+            SocketOptions,
+        )
+
+        rpc = self._awsiot.eventstreamrpc
+        elg = EventLoopGroup(num_threads=1)
+        options = SocketOptions()
+        options.domain = SocketDomain.Local
+        connection = rpc.Connection(
+            host_name=self._socket_path,
+            port=0,
+            bootstrap=ClientBootstrap(elg, DefaultHostResolver(elg)),
+            socket_options=options,
+            connect_message_amender=rpc.MessageAmendment.create_static_authtoken_amender(
+                self._auth_token
+            ),
+        )
+        try:
+            connection.connect(_Lifecycle(self, generation)).result(self._call_timeout_s)
+        except FutureTimeout:
+            connection.close()
+            raise TimeoutError(f"no CONNECT_ACK within {self._call_timeout_s} s") from None
+        except rpc.AccessDeniedError as exc:
+            raise IpcRefusedError(
+                "AccessDenied",
+                "CONNECT",
+                f"the IPC server refused the token in {TOKEN_ENV} ({_text(exc)}); a component "
+                "gets its token from the Nucleus that starts it",
+            ) from None
+        return connection
+
+    def _subscribe(self, client: Any, topic: str, generation: int) -> Any:
+        answer, operation = client.subscribe_to_topic_async(
+            topic=topic,
+            on_stream_event=self._on_event,
+            on_stream_error=lambda error: self._on_stream_error(error, generation),
+            on_stream_closed=lambda: self._on_stream_closed(generation),
+        )
+        try:
+            answer.result(self._call_timeout_s)
+        except FutureTimeout:
+            raise TimeoutError(f"no answer to SubscribeToTopic {topic!r}") from None
+        except self._awsiot.eventstreamrpc.ErrorShape as exc:
+            raise IpcRefusedError(
+                type(exc).__name__,
+                "SubscribeToTopic",
+                f"{_text(exc)}; {subscribe_advice(topic)}",
+                topic=topic,
+            ) from None
+        return operation
+
+    def _close_client(self, timeout: float) -> None:
         with self._lock:
-            client, self._client = self._client, None
+            connection, self._connection, self._client = self._connection, None, None
             self._operations = []
             self._connected.clear()
-        if client is not None:
+        if connection is not None:
             try:
-                client.close(executor_wait=False)
-            except Exception as exc:
-                _log.debug("closing the IPC client: %s", exc)
+                connection.close().result(timeout)
+            except Exception as exc:  # closed with an error, or slow: either way it is gone
+                _log.debug("closing the IPC connection: %r", exc)
 
     def _connection_lost(self, generation: int) -> None:
         # Events of a connection we already replaced are stale.
-        if generation == self._generation and not self._closing:
+        if generation == self._generation and not self._closing.is_set():
             self._connected.clear()
             self._lost.set()
 
@@ -202,7 +365,7 @@ class GreengrassTransport:
         self._deliver(Message(topic=topic, payload=payload))
 
     def _on_stream_error(self, error: Exception, generation: int) -> bool:
-        _log.warning("subscription stream error: %s", error)
+        _log.warning("subscription stream error: %s", _text(error))
         self._connection_lost(generation)
         return True
 
@@ -221,12 +384,27 @@ class _Lifecycle:
         pass
 
     def on_disconnect(self, reason: Exception | None) -> None:
-        _log.info("IPC disconnected: %s", reason)
+        _log.info("IPC disconnected: %s", _text(reason) if reason else "closed")
         self._transport._connection_lost(self._generation)
 
     def on_error(self, error: Exception) -> bool:
-        _log.warning("IPC error: %s", error)
+        _log.warning("IPC protocol error: %s", _text(error))
         return True
 
     def on_ping(self, headers: Any, payload: Any) -> None:
         pass
+
+
+def _text(error: BaseException) -> str:
+    """An error's own words: awsiotsdk's modelled errors keep them in ``message``."""
+    message = getattr(error, "message", None)
+    text = message if isinstance(message, str) and message else str(error)
+    return text or type(error).__name__
+
+
+def _wait_all(futures: list[Future[Any]], deadline: float) -> None:
+    for future in futures:
+        try:
+            future.result(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # a timeout or a close error: the stream is gone either way
+            _log.debug("waiting for a stream to close: %r", exc)

@@ -7,16 +7,14 @@ error code and message instead of an exception, and a bundle that cannot be load
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
 import threading
 from typing import Any
 
-from . import strict_json
 from .exceptions import BundleError, InputError, RequestError
 from .model import Model
+from .protocol import decode_event, error_for
 
 __all__ = ["BUNDLE_ENV_VAR", "decode_event", "handler"]
 
@@ -24,30 +22,6 @@ BUNDLE_ENV_VAR = "EDGEBOOST_BUNDLE"
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _models: dict[str, Model] = {}
-
-
-def decode_event(event: Any) -> list[Any]:
-    """The records of a Lambda-style event; raises RequestError."""
-    if not isinstance(event, dict):
-        raise RequestError("bad_request", f"event must be an object, got {type(event).__name__}")
-    if "body" not in event:
-        raise RequestError("bad_request", "event has no 'body'")
-    body = event["body"]
-    if event.get("isBase64Encoded", False) is True:
-        if not isinstance(body, str):
-            raise RequestError("bad_request", "a base64-encoded body must be a string")
-        try:
-            body = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise RequestError("bad_encoding", f"body is not valid base64: {exc}") from None
-    elif event.get("isBase64Encoded", False) is not False:
-        raise RequestError("bad_request", "isBase64Encoded must be true or false")
-    records = strict_json.loads(body) if isinstance(body, (str, bytes)) else body
-    if not isinstance(records, list):
-        raise RequestError(
-            "bad_instances", f"body must be a JSON list of records, got {type(records).__name__}"
-        )
-    return records
 
 
 def handler(event: Any, context: Any, *, model: Model | None = None) -> dict[str, Any]:
@@ -59,10 +33,9 @@ def handler(event: Any, context: Any, *, model: Model | None = None) -> dict[str
     try:
         records = decode_event(event)
         return {"statusCode": 200, "body": model.predict(records)}
-    except RequestError as exc:
-        return {"statusCode": 400, "body": {"code": exc.code, "message": exc.message}}
-    except InputError as exc:
-        return {"statusCode": 400, "body": {"code": "bad_instances", "message": str(exc)}}
+    except (RequestError, InputError) as exc:
+        code, message = error_for(exc)  # the same codes as over IPC
+        return {"statusCode": 400, "body": {"code": code, "message": message}}
 
 
 def _default_model() -> Model:

@@ -21,19 +21,21 @@ legacy response topic, or ``{"code", "message"}`` when the input is bad.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from . import strict_json
 from .exceptions import FeatureNameError, InputError, RequestError
-from .lambda_handler import decode_event
 
 __all__ = [
     "ERROR_CODES",
     "Limits",
     "Request",
+    "decode_event",
     "decode_request",
     "encode_error",
     "encode_legacy_error",
@@ -46,7 +48,8 @@ __all__ = [
 # Stable, documented error codes (README "Serving").
 ERROR_CODES = {
     "bad_encoding": "the payload is not UTF-8",
-    "bad_json": "the payload is not valid JSON (NaN/Infinity tokens and deep nesting included)",
+    "bad_json": "the payload is not valid JSON (NaN/Infinity tokens, duplicate keys, numbers "
+    "too long or out of range, and deep nesting included)",
     "bad_request": "the request is not an object with the documented fields",
     "bad_instances": "instances are not rows of numbers of the model's width",
     "bad_features": "named features are missing or unknown",
@@ -81,11 +84,12 @@ def decode_request(payload: bytes | Any, *, limits: Limits, legacy_topic: bool) 
             raise RequestError(
                 "too_large",
                 f"payload is {len(payload)} bytes; the limit is {limits.max_payload_bytes}",
+                request_id=peek_id(payload),
             )
         document = strict_json.loads(payload)
     else:
         try:
-            _reject_non_json_numbers(payload, depth=0)
+            strict_json.check(payload, max_bytes=limits.max_payload_bytes)
         except RequestError as exc:
             exc.request_id = peek_id(payload)
             raise
@@ -119,6 +123,32 @@ def decode_request(payload: bytes | Any, *, limits: Limits, legacy_topic: bool) 
     return Request(request_id, instances, margin, reply_to, legacy=False)
 
 
+def decode_event(event: Any) -> list[Any]:
+    """The records of an old Lambda-style event ``{"body": ..., "isBase64Encoded": ...}``;
+    raises RequestError."""
+    if not isinstance(event, dict):
+        raise RequestError("bad_request", f"event must be an object, got {_kind(event)}")
+    if "body" not in event:
+        raise RequestError("bad_request", "event has no 'body'")
+    body = event["body"]
+    encoded = event.get("isBase64Encoded", False)
+    if encoded is True:
+        if not isinstance(body, str):
+            raise RequestError("bad_request", "a base64-encoded body must be a string")
+        try:
+            body = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError("bad_encoding", f"body is not valid base64: {exc}") from None
+    elif encoded is not False:
+        raise RequestError("bad_request", "isBase64Encoded must be true or false")
+    records = strict_json.loads(body) if isinstance(body, (str, bytes)) else body
+    if not isinstance(records, list):
+        raise RequestError(
+            "bad_instances", f"body must be a JSON list of records, got {_kind(records)}"
+        )
+    return records
+
+
 def _legacy(event: dict[str, Any], limits: Limits) -> Request:
     records = decode_event(event)
     _check_instances(records, limits)
@@ -140,8 +170,14 @@ def _request_id(value: Any) -> str | int | None:
     if value is None:
         return None
     # The Nucleus turns JSON integers in a jsonMessage into doubles (7 arrives as 7.0).
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        if abs(value) < 2**53:
+            return int(value)
+        raise RequestError(
+            "bad_request",
+            f"'id' arrived as the double {value:.17g}: integers from 2**53 on lose digits "
+            "when a jsonMessage carries them as doubles; send the id as a string",
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RequestError(
             "bad_request", f"'id' must be a string or an integer, got {_kind(value)}"
@@ -151,32 +187,30 @@ def _request_id(value: Any) -> str | int | None:
     return value
 
 
-def peek_id(payload: bytes | Any, *, max_bytes: int = 64 * 1024) -> str | int | None:
-    """The id of a request that will not be answered in full (overload), when cheap to read."""
+# An "id" that is the first key of a binaryMessage, read without decoding the rest. Bounded
+# repetitions only, and matched within the first bytes: constant time whatever follows.
+_LEADING_ID = re.compile(
+    rb'\s{0,64}\{\s{0,64}"id"\s{0,64}:\s{0,64}("(?:[^"\\]|\\.){0,256}"|-?[0-9]{1,19})\s{0,64}[,}]'
+)
+_LEADING_ID_SPAN = 720
+
+
+def peek_id(payload: bytes | Any, *, decode_up_to: int = 0) -> str | int | None:
+    """The id of a request that is not decoded in full (overload, too large, bad JSON), when
+    it is cheap to find: a jsonMessage's "id"; a binaryMessage's, when it is at most
+    ``decode_up_to`` bytes or "id" is its first key. None otherwise."""
     try:
-        if isinstance(payload, (bytes, bytearray)):
-            if len(payload) > max_bytes:
-                return None
-            payload = strict_json.loads(payload)
-        return _request_id(payload.get("id")) if isinstance(payload, dict) else None
-    except RequestError:
+        if isinstance(payload, dict):
+            return _request_id(payload.get("id"))
+        if not isinstance(payload, (bytes, bytearray)):
+            return None
+        if len(payload) <= decode_up_to:
+            document = strict_json.loads(payload)
+            return _request_id(document.get("id")) if isinstance(document, dict) else None
+        match = _LEADING_ID.match(payload, 0, _LEADING_ID_SPAN)
+        return None if match is None else _request_id(json.loads(match.group(1)))
+    except (RequestError, ValueError):
         return None
-
-
-def _reject_non_json_numbers(value: Any, depth: int) -> None:
-    """A jsonMessage arrives decoded; NaN/Infinity in it came from tokens that are not JSON."""
-    if depth > strict_json.MAX_DEPTH:
-        raise RequestError(
-            "bad_json", f"message is nested deeper than {strict_json.MAX_DEPTH} levels"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RequestError("bad_json", f"{value} is not a JSON number; send null for missing")
-    if isinstance(value, dict):
-        for item in value.values():
-            _reject_non_json_numbers(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _reject_non_json_numbers(item, depth + 1)
 
 
 def error_for(exc: Exception) -> tuple[str, str]:

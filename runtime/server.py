@@ -1,17 +1,27 @@
 """The inference server: requests in, replies out, through any Transport.
 
+Every message received ends in exactly one counted outcome: a reply (predictions or an error,
+``overloaded`` included) that the IPC server confirmed, refused or left unconfirmed (see
+``outbox.py``); ``shed`` when even the overload queue is full; or ``abandoned`` when shutdown
+came first. Nothing is dropped without being counted and logged.
+
 Threads and why:
 - the transport's network thread only calls ``deliver``, which never blocks and never calls
   IPC (a blocking IPC call from that thread deadlocks the client);
-- ``workers`` threads decode, predict and publish, in arrival order when there is one;
-- an overload thread answers "overloaded" when the bounded work queue is full, so memory stays
-  bounded and the sender still hears back;
+- ``workers`` threads decode, predict and queue the reply, in arrival order when there is one;
+- an overload thread answers ``overloaded`` for requests that found the work queue full, as
+  fast as they arrive: its queue holds a few hundred bytes per request, not the request;
+- the publisher (``Outbox.run``) sends replies, many in flight at once;
 - a stats thread logs one line per interval.
-``run`` returns after ``stop`` is set and every request received before it has been answered.
+
+``run`` returns after ``stop`` is set: it answers what it can until the shutdown deadline
+(the Nucleus SIGKILLs a component 5 s after SIGTERM) and returns non-zero when received
+requests were abandoned or the IPC server refused a subscription.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -19,41 +29,38 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from . import protocol
-from .exceptions import RequestError
+from .exceptions import IpcError, RequestError
 from .model import Model
+from .outbox import Outbox, Reply
 from .protocol import Limits, Request
+from .service_log import ProblemLog
+from .transport import Message, Transport
 
-__all__ = ["InferenceServer", "Message", "ServerConfig", "Stats", "Transport"]
+__all__ = [
+    "EXIT_ABANDONED",
+    "EXIT_IPC_REFUSED",
+    "EXIT_OK",
+    "InferenceServer",
+    "Message",
+    "ServerConfig",
+    "Stats",
+]
 
 _log = logging.getLogger(__name__)
 _STOP = object()
 
+EXIT_OK = 0
+EXIT_IPC_REFUSED = 2  # a subscription or the connection was refused: fix the recipe
+EXIT_ABANDONED = 3  # shutdown came before every received request was answered
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One delivery: ``payload`` is bytes (binaryMessage) or a decoded object (jsonMessage)."""
-
-    topic: str
-    payload: Any
-    received: float = field(default_factory=time.monotonic)
-
-
-class Transport(Protocol):
-    """What the server needs from pub/sub. Greengrass IPC is one; tests use in-memory ones."""
-
-    def start(self, topics: Sequence[str], deliver: Callable[[Message], None]) -> None:
-        """Subscribe to ``topics`` (once, long-lived) and keep them subscribed."""
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Publish, waiting for a lost connection to come back within the transport's timeout."""
-
-    def stop_receiving(self) -> None:
-        """Close the subscriptions; nothing more is delivered afterwards."""
-
-    def close(self) -> None: ...
+# Overloaded binaryMessages up to this size are kept whole, so their id is read exactly; larger
+# ones keep only an id found as their first key (see protocol.peek_id).
+_KEEP_FOR_ID_BYTES = 1024
+# Outcomes that end a received message (with "shed"); see outbox.py for the publish ones.
+_FINAL = ("published", "publish_not_sent", "publish_unconfirmed", "unanswerable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +71,14 @@ class ServerConfig:
     legacy_request_topic: str | None = "local/inference"
     legacy_response_topic: str = "local/result"
     limits: Limits = field(default_factory=Limits)
-    queue_size: int = 64
+    queue_size: int = 64  # requests waiting for a worker; beyond it they get "overloaded"
+    overload_queue_size: int = 4096  # requests waiting for their "overloaded" reply
     workers: int = 1
+    max_in_flight: int = 32  # replies awaiting the IPC server's confirmation
     stats_interval_s: float = 60.0
-    drain_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 3.5  # from SIGTERM to exit; the Nucleus SIGKILLs at 5 s
+    reconnect_wait_s: float = 10.0  # how long a reply waits for a lost connection
+    problem_log_interval_s: float = 10.0  # one line per kind of repeated error
 
     def allowed_reply_topic(self, topic: str) -> bool:
         """The response topic or a topic below it (what the recipe's access control grants)."""
@@ -99,12 +110,29 @@ class Stats:
             latencies, self._latencies_ms = self._latencies_ms, []
             return dict(self.counts), latencies
 
+    def open_requests(self) -> int:
+        """Received and not yet ended in an outcome."""
+        with self._lock:
+            counts = self.counts
+            ended = sum(counts[key] for key in _FINAL) + counts["shed"]
+            ended += sum(v for k, v in counts.items() if k.startswith("publish_refused:"))
+            return counts["received"] - ended
+
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
     return sorted_values[index]
+
+
+@dataclass(frozen=True, slots=True)
+class _Overloaded:
+    """What an "overloaded" reply needs: the payload only when it is small."""
+
+    topic: str
+    payload: Any
+    request_id: str | int | None
 
 
 class InferenceServer:
@@ -115,10 +143,20 @@ class InferenceServer:
         self.transport = transport
         self.config = config
         self.stats = Stats()
+        self.problems = ProblemLog(_log, interval_s=config.problem_log_interval_s)
+        self.outbox = Outbox(
+            transport,
+            self.stats.count,
+            self.problems,
+            max_in_flight=config.max_in_flight,
+            reconnect_wait_s=config.reconnect_wait_s,
+        )
         self._work: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
-        self._overflow: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self._overloaded: queue.Queue[Any] = queue.Queue(maxsize=config.overload_queue_size)
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._stop: threading.Event | None = None
+        self._fatal: Exception | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -130,54 +168,87 @@ class InferenceServer:
         self.stats.count("received")
         try:
             self._work.put_nowait(message)
+            return
         except queue.Full:
-            try:
-                self._overflow.put_nowait(message)
-            except queue.Full:
-                self.stats.count("dropped")
-                _log.error("both queues full: dropped a message on %s", message.topic)
+            pass
+        payload = message.payload
+        small = not isinstance(payload, (bytes, bytearray)) or len(payload) <= _KEEP_FOR_ID_BYTES
+        entry = _Overloaded(
+            message.topic,
+            payload if small else None,
+            None if small else protocol.peek_id(payload),
+        )
+        try:
+            self._overloaded.put_nowait(entry)
+        except queue.Full:
+            self.stats.count("shed")
+            self.problems.report(
+                "shed",
+                f"shed a request on {message.topic}: {self.config.queue_size} requests wait "
+                f"for a worker and {self.config.overload_queue_size} for an overloaded reply",
+            )
 
     # --- lifecycle ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
-        """Serve until ``stop`` is set, then drain and return 0."""
+        """Serve until ``stop`` is set; return an exit status (EXIT_*)."""
+        self._stop = stop
         self._start_threads()
-        self.transport.start(self.topics, self.deliver)
-        _log.info(
-            "serving %s (sha256 %s, target %s, backend %s) on %s -> %s",
-            self.model.name,
-            self.model.sha256[:12],
-            self.model.target,
-            self.model.manifest.backend,
-            ", ".join(self.topics),
-            self.config.response_topic,
-        )
+        try:
+            self.transport.start(self.topics, self.deliver, self._on_fatal)
+        except IpcError as exc:
+            self._on_fatal(exc)
+        else:
+            _log.info(
+                "serving %s (sha256 %s, target %s, backend %s) on %s -> %s",
+                self.model.name,
+                self.model.sha256[:12],
+                self.model.target,
+                self.model.manifest.backend,
+                ", ".join(self.topics),
+                self.config.response_topic,
+            )
         stop.wait()
-        _log.info("stopping: no new requests; answering the %d queued", self._work.qsize())
-        self.transport.stop_receiving()
-        self.drain()
-        self.transport.close()
-        self._log_stats()
-        return 0
+        return self.shutdown(time.monotonic() + self.config.shutdown_timeout_s)
 
-    def drain(self) -> None:
-        """Wait until every delivered message has been answered, then stop the threads."""
-        deadline = time.monotonic() + self.config.drain_timeout_s
-        for q in (self._work, self._overflow):
-            while q.unfinished_tasks and time.monotonic() < deadline:
-                time.sleep(0.005)
+    def shutdown(self, deadline: float) -> int:
+        """Stop receiving, answer what can be answered before ``deadline``, stop the threads."""
+        waiting = self._work.qsize() + self._overloaded.qsize()
+        _log.info("stopping: no new requests; answering the %d waiting", waiting)
+        # Budget: the subscriptions and the connection each get a short slice; the rest of
+        # the time goes to answering.
+        self.transport.stop_receiving(timeout=_remaining(deadline, 0.5))
+        while self.stats.open_requests() > 0 and time.monotonic() < deadline - 0.3:
+            time.sleep(0.01)
         self._stopped.set()
+        self.outbox.close(time.monotonic())
         for _ in range(self.config.workers):
-            self._work.put(_STOP)
-        self._overflow.put(_STOP)
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
+            _put_if_room(self._work, _STOP)
+        _put_if_room(self._overloaded, _STOP)
+        self.transport.close(timeout=_remaining(deadline, 0.2))
+        abandoned = self.stats.open_requests()
+        self.stats.count("abandoned", abandoned)
+        self._log_stats()
+        if self._fatal is not None:
+            return EXIT_IPC_REFUSED
+        if abandoned:
+            _log.error("exiting with %d received requests unanswered", abandoned)
+            return EXIT_ABANDONED
+        return EXIT_OK
+
+    def _on_fatal(self, error: Exception) -> None:
+        """The IPC server refused a subscription or the connection: nothing can be served."""
+        self._fatal = error
+        _log.critical("%s; exiting so that Greengrass marks the component broken", error)
+        if self._stop is not None:
+            self._stop.set()
 
     def _start_threads(self) -> None:
         targets: list[tuple[str, Callable[[], None]]] = [
             (f"edgeboost-worker-{i}", self._work_loop) for i in range(self.config.workers)
         ]
         targets += [
-            ("edgeboost-overload", self._overflow_loop),
+            ("edgeboost-overload", self._overload_loop),
+            ("edgeboost-publisher", self.outbox.run),
             ("edgeboost-stats", self._stats_loop),
         ]
         for name, target in targets:
@@ -187,34 +258,31 @@ class InferenceServer:
 
     # --- worker side -------------------------------------------------------------------------
     def _work_loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             message = self._work.get()
+            if message is _STOP:
+                return
             try:
-                if message is _STOP:
-                    return
-                self._publish(*self.answer(message))
-            except Exception:  # never let one request kill the worker
-                _log.exception("unexpected failure answering a message on %s", message.topic)
-                self.stats.count("internal_errors")
-            finally:
-                self._work.task_done()
+                topic, payload = self.answer(message)
+            except Exception:  # answer() words every failure; this is the last resort
+                self.stats.count("unanswerable")
+                _log.exception("could not answer a message on %s", message.topic)
+                continue
+            self.outbox.put(Reply(topic, payload))
 
-    def _overflow_loop(self) -> None:
-        while True:
-            message = self._overflow.get()
-            try:
-                if message is _STOP:
-                    return
-                self.stats.count("error:overloaded")
-                request_id = protocol.peek_id(message.payload)
-                topic, payload = self._error(
-                    message, request_id, "overloaded", "the work queue is full; retry later"
-                )
-                self._publish(topic, payload)
-            except Exception:
-                _log.exception("failed to send an overload reply")
-            finally:
-                self._overflow.task_done()
+    def _overload_loop(self) -> None:
+        while not self._stopped.is_set():
+            entry = self._overloaded.get()
+            if entry is _STOP:
+                return
+            request_id = entry.request_id
+            if entry.payload is not None:
+                request_id = protocol.peek_id(entry.payload, decode_up_to=_KEEP_FOR_ID_BYTES)
+            self.stats.count("error:overloaded")
+            topic, payload = self._error(
+                entry.topic, request_id, "overloaded", "the work queue is full; retry later"
+            )
+            self.outbox.put(Reply(topic, payload))
 
     def answer(self, message: Message) -> tuple[str, bytes]:
         """(topic, payload) of the reply to one message. Never raises for bad input."""
@@ -226,7 +294,7 @@ class InferenceServer:
             )
         except RequestError as exc:
             self.stats.count(f"error:{exc.code}")
-            return self._error(message, exc.request_id, exc.code, exc.message)
+            return self._error(message.topic, exc.request_id, exc.code, exc.message)
         try:
             topic = self._reply_topic(request)
             predictions = self.model.predict(request.instances, margin=request.margin)
@@ -235,7 +303,7 @@ class InferenceServer:
             if code == "internal":
                 _log.exception("internal error answering request %r", request.id)
             self.stats.count(f"error:{code}")
-            return self._error(message, request.id, code, text, legacy=request.legacy)
+            return self._error(message.topic, request.id, code, text, legacy=request.legacy)
         latency_ms = (time.monotonic() - message.received) * 1000
         self.stats.answered(latency_ms, len(request.instances))
         if request.legacy:
@@ -264,7 +332,7 @@ class InferenceServer:
 
     def _error(
         self,
-        message: Message,
+        request_topic: str,
         request_id: Any,
         code: str,
         text: str,
@@ -272,20 +340,13 @@ class InferenceServer:
         legacy: bool | None = None,
     ) -> tuple[str, bytes]:
         if legacy is None:
-            legacy = message.topic == self.config.legacy_request_topic
+            legacy = request_topic == self.config.legacy_request_topic
         if legacy:
             return self.config.legacy_response_topic, protocol.encode_legacy_error(code, text)
         payload = protocol.encode_error(
             request_id, code, text, name=self.model.name, sha256=self.model.sha256
         )
         return self.config.response_topic, payload
-
-    def _publish(self, topic: str, payload: bytes) -> None:
-        try:
-            self.transport.publish(topic, payload)
-        except Exception as exc:
-            self.stats.count("publish_failed")
-            _log.error("could not publish a reply on %s: %s", topic, exc)
 
     # --- observability -----------------------------------------------------------------------
     def _stats_loop(self) -> None:
@@ -296,16 +357,39 @@ class InferenceServer:
         counts, latencies = self.stats.snapshot()
         latencies.sort()
         errors = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("error:")}
+        failures = {
+            k.removeprefix("publish_"): v
+            for k, v in counts.items()
+            if k.startswith("publish_") and v
+        }
         _log.info(
-            "received %d, answered %d (%d rows), errors %s, dropped %d, queue %d; "
-            "latency p50 %.3f ms p99 %.3f ms over %d requests",
+            "received %d, answered %d (%d rows), overloaded %d, errors %s, published %d, "
+            "publish failures %s, shed %d, abandoned %d, reconnects %d, queue %d, "
+            "overload queue %d, replies pending %d; latency p50 %.3f ms p99 %.3f ms over %d",
             counts.get("received", 0),
             counts.get("answered", 0),
             counts.get("rows", 0),
+            counts.get("error:overloaded", 0),
             errors or "{}",
-            counts.get("dropped", 0),
+            counts.get("published", 0),
+            failures or "{}",
+            counts.get("shed", 0),
+            counts.get("abandoned", 0),
+            self.transport.reconnects,
             self._work.qsize(),
+            self._overloaded.qsize(),
+            self.outbox.unfinished,
             percentile(latencies, 0.50),
             percentile(latencies, 0.99),
             len(latencies),
         )
+
+
+def _remaining(deadline: float, at_most: float) -> float:
+    return max(0.0, min(at_most, deadline - time.monotonic()))
+
+
+def _put_if_room(q: queue.Queue[Any], item: Any) -> None:
+    # A full queue means its thread is busy; it sees _stopped next, or ends with the process.
+    with contextlib.suppress(queue.Full):
+        q.put_nowait(item)

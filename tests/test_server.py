@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,32 @@ class MemoryTransport:
         self.gate.set()
         self.receiving = True
         self.closed = False
+        self.reconnects = 0
         self._lock = threading.Lock()
 
-    def start(self, topics: Sequence[str], deliver: Callable[[Message], None]) -> None:
+    def start(
+        self,
+        topics: Sequence[str],
+        deliver: Callable[[Message], None],
+        on_fatal: Callable[[Exception], None],
+    ) -> None:
         self.topics, self.deliver = list(topics), deliver
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes) -> Future[None]:
         self.gate.wait()
         with self._lock:
             self.published.append((topic, json.loads(payload)))
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
 
-    def stop_receiving(self) -> None:
+    def wait_connected(self, timeout: float) -> bool:
+        return True
+
+    def stop_receiving(self, timeout: float) -> None:
         self.receiving = False
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
         self.closed = True
 
 
@@ -168,6 +181,18 @@ def _malformed() -> dict[str, tuple[Any, str]]:
         "value is object": ({"id": 1, "instances": [[1, {"v": 2}, 3, 4]]}, "bad_instances"),
         "value NaN string": ({"id": 1, "instances": [[1, "NaN", 3, 4]]}, "bad_instances"),
         "value huge int": ({"id": 1, "instances": [[1, 10**400, 3, 4]]}, "bad_instances"),
+        "duplicate id": (b'{"id": 1, "id": 2, "instances": [[1, 2, 3, 4]]}', "bad_json"),
+        "duplicate feature": (
+            b'{"id": 1, "instances": [{"temp": 1, "temp": 2, "humidity": 1, "pressure": 1, '
+            b'"wind speed": 1}]}',
+            "bad_json",
+        ),
+        "unclosed string of escapes": (b'{"id": "' + b'\\"' * 500, "bad_json"),
+        "id beyond 2**53 in jsonMessage": (
+            {"id": float(2**53 + 2), "instances": [row]},
+            "bad_request",
+        ),
+        "jsonMessage too large": ({"id": 1, "instances": [row] * 200}, "too_large"),
         "second row bad": ({"id": 1, "instances": [row, [1, 2]]}, "bad_instances"),
         "missing feature": ({"id": 1, "instances": [{"temp": 1}]}, "bad_features"),
         "unknown feature": ({"id": 1, "instances": [{**ROW, "rain": 1}]}, "bad_features"),

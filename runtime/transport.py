@@ -1,0 +1,60 @@
+"""The seam between the inference server and pub/sub: what a transport must do and promise.
+
+Greengrass IPC through awsiotsdk is one transport (``greengrass.py``); tests use in-memory
+ones. The server relies on these promises:
+
+- ``deliver`` is called for every message received, on any thread; it never blocks.
+- ``publish`` never blocks for long and reports its outcome through the returned future:
+  ``None`` when the IPC server confirmed it, else one of the IpcError kinds, which tell the
+  server whether a resend is safe (IpcNotSentError) or could duplicate (IpcUnconfirmedError),
+  or whether the server refused it for good (IpcRefusedError: never a lost connection).
+- A refused subscription is an IpcRefusedError from ``start``, or, after a reconnect, passed
+  to ``on_fatal``: a component that cannot receive must stop, so Greengrass sees it fail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Message", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivery: ``payload`` is bytes (binaryMessage) or a decoded object (jsonMessage)."""
+
+    topic: str
+    payload: Any
+    received: float = field(default_factory=time.monotonic)
+
+
+class Transport(Protocol):
+    """What the server needs from pub/sub."""
+
+    @property
+    def reconnects(self) -> int:
+        """Connections re-established since start."""
+
+    def start(
+        self,
+        topics: Sequence[str],
+        deliver: Callable[[Message], None],
+        on_fatal: Callable[[Exception], None],
+    ) -> None:
+        """Connect and subscribe to ``topics`` (once, long-lived), or raise IpcError."""
+
+    def publish(self, topic: str, payload: bytes) -> Future[None]:
+        """Send one message; the future ends with None or an IpcError."""
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a connection; True when there is one."""
+
+    def stop_receiving(self, timeout: float) -> None:
+        """Close the subscriptions, waiting at most ``timeout`` seconds."""
+
+    def close(self, timeout: float) -> None:
+        """Disconnect, waiting at most ``timeout`` seconds; publish fails afterwards."""
