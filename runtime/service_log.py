@@ -54,13 +54,13 @@ class ProblemLog:
         """Log ``message`` unless ``kind`` was logged within the interval; True if logged."""
         now = self._clock()
         with self._lock:
-            last = self._last_logged.get(kind)
-            if last is not None and now - last < self._interval_s:
+            since = now - self._last_logged.get(kind, -float("inf"))
+            if since < self._interval_s:
                 self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
                 return False
             self._last_logged[kind] = now
             repeats = self._suppressed.pop(kind, 0)
         if repeats:
-            message += f" ({repeats} more like this in the last {now - last:.0f} s)"  # type: ignore[operator]
+            message += f" ({repeats} more like this in the last {since:.0f} s)"
         self._logger.log(level, message)
         return True

@@ -1,0 +1,413 @@
+"""Serving under attack and under faults, as separate processes: the local broker, ``edgeboost
+serve`` and consumers using the real awsiotsdk client. Each test is one row of issue 12's
+table: what broke, and the behaviour that must hold now."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import NAMES, need
+from .serving_harness import (
+    LEGACY_IN,
+    LEGACY_OUT,
+    REQUEST,
+    RESPONSE,
+    BrokerProcess,
+    Consumer,
+    ServerProcess,
+    request,
+    wait_until,
+    write_recipe,
+)
+
+try:
+    import awsiot.greengrasscoreipc
+except ImportError:
+    awsiot = None
+
+ROW = dict(zip(NAMES, [0.5, -1.0, 2.0, 0.25], strict=True))
+SERVER, CONSUMER = "tok-server", "tok-consumer"
+FULL_GRANTS = {
+    "publish": [RESPONSE, f"{RESPONSE}/*", LEGACY_OUT],
+    "subscribe": [REQUEST, LEGACY_IN],
+}
+
+
+@pytest.fixture(scope="module")
+def sdk() -> None:
+    need(awsiot is not None, "awsiotsdk (pip install awsiotsdk)")
+
+
+@pytest.fixture()
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Unix socket paths must stay short; pytest's tmp paths can be long.
+    return tmp_path_factory.mktemp("f", numbered=True)
+
+
+def start_broker(workdir: Path, server_grants: dict[str, list[str]] | None = None) -> BrokerProcess:
+    recipes = {
+        SERVER: write_recipe(
+            workdir / "server.json", "com.example.Server", **(server_grants or FULL_GRANTS)
+        ),
+        CONSUMER: write_recipe(
+            workdir / "consumer.json",
+            "com.example.Consumer",
+            publish=[REQUEST, LEGACY_IN],
+            subscribe=[RESPONSE, LEGACY_OUT],
+        ),
+    }
+    return BrokerProcess(workdir / "ipc.sock", recipes).start()
+
+
+@pytest.fixture()
+def broker(sdk: None, workdir: Path) -> Iterator[BrokerProcess]:
+    running = start_broker(workdir)
+    yield running
+    running.kill()
+
+
+def start_server(broker: BrokerProcess, bundle: Path, workdir: Path, *args: str) -> ServerProcess:
+    return ServerProcess(
+        bundle, broker.env(SERVER), workdir, "--stats-interval", "3600", *args
+    ).start()
+
+
+@pytest.fixture()
+def consumer(broker: BrokerProcess) -> Iterator[Consumer]:
+    client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
+    yield client
+    client.close()
+
+
+def by_id(replies: list[Any]) -> Counter[Any]:
+    return Counter(r.get("id") for r in replies)
+
+
+def test_the_hostile_payload_is_refused_and_serving_goes_on(
+    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    server = start_server(broker, named_bundle[0], workdir)
+    try:
+        server.wait_serving()
+        # Froze the server for 345 s: a regex backtracking over 131,055 escaped quotes.
+        hostile = b"[" * 33 + b'"' + b'\\"' * 131055
+        assert len(hostile) <= 256 * 1024
+        consumer.publish(REQUEST, hostile)
+        sent = time.monotonic()
+        consumer.publish(REQUEST, request("after", [ROW]))
+        replies = consumer.wait_for(2, timeout=3)
+        took = time.monotonic() - sent
+        assert len(replies) == 2, replies
+        assert replies[0]["error"]["code"] == "bad_json"
+        assert replies[1]["id"] == "after" and "predictions" in replies[1]
+        assert took < 3.0
+    finally:
+        status, _ = server.stop()
+    assert status == 0, server.stderr
+
+
+def test_every_request_of_a_burst_beyond_both_queues_is_answered(
+    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    # 64 wait for a worker and 4,096 for an "overloaded" reply by default: 5,000 overflows
+    # both unless overloaded replies go out as fast as requests come in.
+    server = start_server(broker, named_bundle[0], workdir)
+    burst = 5000
+    try:
+        server.wait_serving()
+        sends = [
+            consumer.publish(REQUEST, request(i, [ROW] * 20), wait=False) for i in range(burst)
+        ]
+        for send in sends:
+            send.result(30)
+        replies = consumer.wait_for(burst, timeout=60)
+    finally:
+        status, _ = server.stop()
+    counts = by_id(replies)
+    assert sorted(counts) == list(range(burst)), f"{burst - len(counts)} unanswered"
+    assert max(counts.values()) == 1
+    codes = Counter(r["error"]["code"] if "error" in r else "ok" for r in replies)
+    assert set(codes) <= {"ok", "overloaded"}, codes
+    stats = server.last_stats()
+    assert stats["received"] == burst and stats["shed"] == 0 and stats["abandoned"] == 0
+    assert stats["published"] == burst
+    assert status == 0, server.stderr
+    print(f"burst of {burst}: {dict(codes)}")
+
+
+def test_what_cannot_be_queued_is_shed_counted_and_logged(
+    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    server = start_server(
+        broker, named_bundle[0], workdir, "--queue-size", "2", "--overload-queue-size", "2"
+    )
+    burst = 2000
+    try:
+        server.wait_serving()
+        sends = [
+            consumer.publish(REQUEST, request(i, [ROW] * 50), wait=False) for i in range(burst)
+        ]
+        for send in sends:
+            send.result(30)
+        time.sleep(2)  # whatever was not shed has been answered by now
+    finally:
+        status, _ = server.stop()
+    stats = server.last_stats()
+    replies = consumer.received
+    assert max(by_id(replies).values()) == 1
+    # Nothing is lost without a trace: every request is either answered or counted as shed.
+    assert stats["received"] == burst
+    assert stats["published"] + stats["shed"] == burst == len(replies) + stats["shed"]
+    if stats["shed"]:
+        assert "shed a request on edgeboost/inference/request" in server.stderr
+        assert server.stderr.count("shed a request") <= 2  # rate-limited: one line per 10 s
+    assert status == 0, server.stderr
+
+
+@pytest.mark.slow
+def test_a_5_s_stall_under_150_requests_per_second_loses_nothing(
+    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    server = start_server(broker, named_bundle[0], workdir)
+    rate, seconds, stall_at, stall_s = 150, 10.0, 2.0, 5.0
+    total = int(rate * seconds)
+    try:
+        server.wait_serving()
+        started = time.monotonic()
+        stalled = resumed = False
+        sends = []
+        for i in range(total):
+            due = started + i / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            if not stalled and time.monotonic() - started >= stall_at:
+                server.signal(signal.SIGSTOP)
+                stalled = True
+            if stalled and not resumed and time.monotonic() - started >= stall_at + stall_s:
+                server.signal(signal.SIGCONT)
+                resumed = True
+            sends.append(consumer.publish(REQUEST, request(i, [ROW]), wait=False))
+        if not resumed:
+            server.signal(signal.SIGCONT)
+        for send in sends:
+            send.result(10)
+        replies = consumer.wait_for(total, timeout=15)
+    finally:
+        server.signal(signal.SIGCONT)
+        status, _ = server.stop()
+    counts = by_id(replies)
+    assert max(counts.values()) == 1, "a request was answered twice"
+    assert len(counts) >= 0.99 * total, f"{total - len(counts)} of {total} unanswered"
+    stats = server.last_stats()
+    assert stats["reconnects"] <= 3
+    assert status == 0, server.stderr
+    print(f"stall: {len(counts)}/{total} answered, reconnects {stats['reconnects']}")
+
+
+def test_a_request_topic_not_granted_stops_the_server_at_once(
+    sdk: None, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    grants = {"publish": [RESPONSE, LEGACY_OUT], "subscribe": [LEGACY_IN]}
+    broker = start_broker(workdir, server_grants=grants)
+    try:
+        server = start_server(broker, named_bundle[0], workdir)
+        started = time.monotonic()
+        status = server.wait(10)
+        took = time.monotonic() - started
+    finally:
+        broker.kill()
+    assert status == 2, (status, server.stderr)
+    assert took < 5.0, took
+    assert "SubscribeToTopic on 'edgeboost/inference/request' refused with UnauthorizedError" in (
+        server.stderr
+    )
+    assert "aws.greengrass#SubscribeToTopic and resource 'edgeboost/inference/request'" in (
+        server.stderr
+    )
+
+
+def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
+    sdk: None, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    grants = {"publish": [LEGACY_OUT], "subscribe": [REQUEST, LEGACY_IN]}
+    broker = start_broker(workdir, server_grants=grants)
+    client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server = start_server(broker, named_bundle[0], workdir)
+        server.wait_serving()
+        for i in range(50):
+            client.publish(REQUEST, request(i, [ROW]))
+        wait_until(lambda: server.stderr.count("refused") >= 1, 10, lambda: server.stderr)
+        time.sleep(1)
+        status, _ = server.stop()
+    finally:
+        client.close()
+        broker.kill()
+    stats = server.last_stats()
+    assert stats["reconnects"] == 0
+    assert stats["failures"] == {"refused:UnauthorizedError": 50}
+    assert stats["received"] == 50 and stats["answered"] == 50
+    assert "resource 'edgeboost/inference/response'" in server.stderr
+    assert server.stderr.count("refused to publish a reply") == 1, server.stderr  # rate-limited
+    assert status == 0, server.stderr
+
+
+@pytest.mark.parametrize("state", ["idle", "burst", "ipc server stopped", "ipc server killed"])
+def test_sigterm_exits_within_4_s_in_any_state(
+    state: str,
+    broker: BrokerProcess,
+    consumer: Consumer,
+    named_bundle: tuple[Path, object],
+    workdir: Path,
+) -> None:
+    server = start_server(broker, named_bundle[0], workdir)
+    server.wait_serving()
+    if state == "burst":
+        for i in range(300):
+            consumer.publish(REQUEST, request(i, [ROW] * 5), wait=False)
+    elif state == "ipc server stopped":
+        broker.signal(signal.SIGSTOP)  # the Nucleus hangs: calls get no answer
+    elif state == "ipc server killed":
+        broker.kill()
+        time.sleep(0.2)
+    try:
+        status, took = server.stop(timeout=10)
+    finally:
+        broker.signal(signal.SIGCONT) if state == "ipc server stopped" else None
+    stats = server.last_stats()
+    assert took < 4.0, (took, server.stdout, server.stderr)
+    # Non-zero exactly when received requests were abandoned, and then the count is logged.
+    assert status == (3 if stats["abandoned"] else 0), server.stderr
+    if stats["abandoned"]:
+        assert f"exiting with {stats['abandoned']} received requests unanswered" in server.stderr
+    if state == "burst":
+        assert stats["received"] == stats["published"] + stats["abandoned"]
+
+
+def test_sigterm_with_a_full_queue_and_the_ipc_server_gone(
+    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    server = start_server(broker, named_bundle[0], workdir, "--queue-size", "1000")
+    server.wait_serving()
+    server.signal(signal.SIGSTOP)  # the requests pile up in the server's socket
+    sends = [consumer.publish(REQUEST, request(i, [ROW] * 200), wait=False) for i in range(300)]
+    for send in sends:
+        send.result(10)
+    time.sleep(0.5)
+    broker.kill()
+    server.signal(signal.SIGCONT)
+    time.sleep(0.05)  # it reads what its socket holds; the queue fills; no one to reply to
+    status, took = server.stop(timeout=10)
+    stats = server.last_stats()
+    assert took < 4.0, (took, server.stderr)
+    assert stats["received"] > 0
+    ended = stats["published"] + stats["abandoned"] + sum(stats["failures"].values())
+    assert ended == stats["received"], stats
+    assert status == (3 if stats["abandoned"] else 0)
+    assert stats["abandoned"] > 0, stats  # no IPC server: what was received cannot be answered
+
+
+def test_the_server_serves_again_after_the_ipc_server_restarts(
+    broker: BrokerProcess, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    server = start_server(broker, named_bundle[0], workdir)
+    try:
+        server.wait_serving()
+        broker.kill()
+        time.sleep(0.5)
+        broker.start()
+        client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
+        try:
+            wait_until(lambda: "IPC connected" in server.stdout.split("disconnected")[-1], 5)
+            client.publish(REQUEST, request("back", [ROW]))
+            (reply,) = client.wait_for(1, timeout=5)
+        finally:
+            client.close()
+    finally:
+        status, _ = server.stop()
+    assert reply["id"] == "back" and "predictions" in reply
+    assert server.last_stats()["reconnects"] == 1
+    assert status == 0, server.stderr
+
+
+def test_legacy_requests_still_get_the_old_reply(
+    broker: BrokerProcess, named_bundle: tuple[Path, object], workdir: Path
+) -> None:
+    client = Consumer(broker.env(CONSUMER)).subscribe(LEGACY_OUT)
+    server = start_server(broker, named_bundle[0], workdir)
+    try:
+        server.wait_serving()
+        client.publish(
+            LEGACY_IN, json.dumps({"body": json.dumps([ROW]), "isBase64Encoded": False}).encode()
+        )
+        (reply,) = client.wait_for(1, timeout=5)
+    finally:
+        client.close()
+        status, _ = server.stop()
+    assert isinstance(reply, list) and len(reply) == 1
+    assert status == 0
+
+
+# --- the awsiotsdk transport on its own ---------------------------------------------------------
+def transport_for(broker: BrokerProcess, token: str = SERVER, **options: Any) -> Any:
+    from edgeboost.runtime.greengrass import GreengrassTransport
+
+    env = broker.env(token)
+    return GreengrassTransport(
+        socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+        auth_token=token,
+        **options,
+    )
+
+
+def test_a_publish_without_an_answer_ends_unconfirmed_after_the_call_timeout(
+    broker: BrokerProcess,
+) -> None:
+    from edgeboost.runtime.exceptions import IpcNotSentError, IpcUnconfirmedError
+
+    transport = transport_for(broker, call_timeout_s=0.5)
+    transport.start([REQUEST], lambda message: None, lambda error: None)
+    try:
+        assert transport.publish(RESPONSE, b"{}").result(5) is None
+        broker.signal(signal.SIGSTOP)  # the IPC server hangs
+        started = time.monotonic()
+        with pytest.raises(IpcUnconfirmedError):
+            transport.publish(RESPONSE, b"{}").result(5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        broker.signal(signal.SIGCONT)
+        transport.close(timeout=1)
+    with pytest.raises(IpcNotSentError):  # closed: provably not sent, safe to retry
+        transport.publish(RESPONSE, b"{}").result(1)
+
+
+def test_a_refused_token_is_fatal_at_once(broker: BrokerProcess) -> None:
+    from edgeboost.runtime.exceptions import IpcRefusedError
+
+    transport = transport_for(broker, token="not-a-token")
+    started = time.monotonic()
+    with pytest.raises(IpcRefusedError, match="refused the token in SVCUID"):
+        transport.start([REQUEST], lambda message: None, lambda error: None)
+    assert time.monotonic() - started < 2
+
+
+def test_no_ipc_server_at_start_is_an_error_within_the_start_timeout(
+    sdk: None, workdir: Path
+) -> None:
+    from edgeboost.runtime.exceptions import IpcError
+    from edgeboost.runtime.greengrass import GreengrassTransport
+
+    transport = GreengrassTransport(
+        socket_path=str(workdir / "absent.sock"), auth_token="t", start_timeout_s=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(IpcError, match="cannot reach the Greengrass IPC server"):
+        transport.start([REQUEST], lambda message: None, lambda error: None)
+    assert time.monotonic() - started < 2.5
