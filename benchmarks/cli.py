@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the CI run: smaller numbers")
     parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="only a soak of the serving setup for SECONDS: writes soak.json and SOAK.md; "
+        "exits 1 if a reply was lost or duplicated",
+    )
+    parser.add_argument(
         "--engine",
         action="append",
         metavar="KEY",
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.soak is not None:
+        return _soak_only(args.soak, args.output, args.work, say)
     config = _config(args)
     with tempfile.TemporaryDirectory(prefix="edgeboost-bench-") as scratch:
         work = args.work or Path(scratch)
@@ -112,6 +121,38 @@ def run(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"edgeboost bench: parity failure: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _soak_only(seconds: float, out_dir: Path, work: Path | None, say: Any) -> int:
+    import json
+
+    from edgeboost.compile import compile_bundle
+
+    from .hostinfo import host_facts
+    from .models import WINE_MODEL
+    from .soak import measure_soak, soak_section
+
+    if seconds <= 0:
+        raise SystemExit("edgeboost bench: error: --soak needs a positive number of seconds")
+    with tempfile.TemporaryDirectory(prefix="edgeboost-soak-") as scratch:
+        bundle = (work or Path(scratch)) / "wine-quality"
+        compile_bundle(WINE_MODEL, bundle, name="wine-quality", progress=lambda _: None)
+        soak = measure_soak(bundle, seconds=seconds, say=say)
+    host = host_facts()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "soak.json").write_text(json.dumps({"host": host, "soak": soak}, indent=1) + "\n")
+    commit = (host.get("git_commit") or "unknown")[:12]
+    lines = [
+        "# edgeboost serving soak",
+        "",
+        f"`edgeboost bench --soak {seconds:g}` on {host['cpu_model']}, "
+        f"{host['logical_cores']} logical cores; commit `{commit}`; the shipped wine model.",
+        "",
+        *soak_section(soak)[2:],
+    ]
+    (out_dir / "SOAK.md").write_text("\n".join(lines))
+    print("\n".join(soak_section(soak)))
+    return 1 if soak["lost"] or soak["duplicates"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

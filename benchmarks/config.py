@@ -112,6 +112,8 @@ class BenchConfig:
     serving_round_trips: int = 1000
     serving_seconds: float = 10.0
     serving_concurrency: int = 8
+    # A soak of the serving setup (0: none; the committed 10-minute one is `--soak 600`).
+    soak_seconds: float = 0.0
     plots: bool = True
 
 
@@ -159,4 +161,5 @@ def quick_config() -> BenchConfig:
         coldstart_repeats=1,
         serving_round_trips=200,
         serving_seconds=2.0,
+        soak_seconds=60.0,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from .backends import LOWER_IS_BETTER, backend_summary
 from .serving import OLD_DESIGN_ROUND_TRIP_MS
+from .soak import soak_section
 
 __all__ = ["headline_table", "ratio_lines", "render_report"]
 
@@ -722,6 +723,8 @@ def render_report(results: dict[str, Any]) -> str:
     out += _size_section(results)
     out += _parity_section(results)
     out += _serving_section(results)
+    if "soak" in results:
+        out += soak_section(results["soak"])
     notes = [f"- {e['label']}: {e['note']}" for e in results["engines"].values() if e["note"]]
     if notes:
         out += ["## Engine notes", "", *notes, ""]

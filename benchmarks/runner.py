@@ -117,6 +117,15 @@ def run_benchmark(
         except Exception as exc:  # awsiotsdk missing, a process failing: reported, not fatal
             results["serving"] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"  serving skipped: {exc}")
+    if config.soak_seconds > 0 and serving_bundle is not None:
+        phases.start(f"soak: {config.soak_seconds:g} s of steady load")
+        from .soak import measure_soak
+
+        try:
+            results["soak"] = measure_soak(serving_bundle, seconds=config.soak_seconds, say=say)
+        except Exception as exc:
+            results["soak"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"  soak skipped: {exc}")
     phases.start("done")
     results["backends"] = backend_summary(results)
     results["phases"] = phases.log

@@ -24,7 +24,10 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,15 @@ import numpy as np
 
 from .coldstart import proc_status_kib
 
-__all__ = ["OLD_DESIGN_ROUND_TRIP_MS", "ServingError", "measure_serving"]
+__all__ = [
+    "OLD_DESIGN_ROUND_TRIP_MS",
+    "RunningComponent",
+    "ServingError",
+    "measure_serving",
+    "percentiles",
+    "process_cpu_seconds",
+    "running_component",
+]
 
 # The Lambda-in-Docker component this project replaces, measured on the same kind of request.
 OLD_DESIGN_ROUND_TRIP_MS = (24.0, 25.0)
@@ -61,6 +72,7 @@ class _Consumer:
         self.request_topic = request_topic
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[Any]]] = {}
+        self.replies_by_id: Counter[str] = Counter()  # every reply that arrived, to find twins
         _, self._operation = self.client.subscribe_to_topic(
             topic=response_topic, on_stream_event=self._on_reply
         )
@@ -68,6 +80,7 @@ class _Consumer:
     def _on_reply(self, event: Any) -> None:
         reply = json.loads(event.binary_message.message)
         with self._lock:
+            self.replies_by_id[str(reply.get("id"))] += 1
             waiter = self._waiting.pop(str(reply.get("id")), None)
         if waiter is not None:
             waiter[1].append(reply)
@@ -93,7 +106,7 @@ class _Consumer:
         self.client.close()
 
 
-def _process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -146,14 +159,20 @@ def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
     return package.recipe, package.consumer_recipe, device
 
 
-def measure_serving(
-    bundle: Path,
-    *,
-    round_trips: int,
-    seconds: float,
-    concurrency: int,
-    say: Callable[[str], None] = print,
-) -> dict[str, Any]:
+@dataclass
+class RunningComponent:
+    """The inference component as on a device, its IPC server and a consumer."""
+
+    consumer: _Consumer
+    server: subprocess.Popen[Any]
+    record: dict[str, Any]
+    exit_codes: dict[str, int] = field(default_factory=dict)  # filled when they stop
+
+
+@contextmanager
+def running_component(bundle: Path, *, queue_size: int = 256) -> Iterator[RunningComponent]:
+    """Broker, inference component (from its unpacked zip) and consumer; SIGTERM at the end,
+    each process's exit status in ``exit_codes``."""
     from edgeboost.broker import SOCKET_ENV, TOKEN_ENV
     from edgeboost.runtime.server import ServerConfig
 
@@ -198,7 +217,7 @@ def measure_serving(
         }
         server_command = [sys.executable, "-m", "edgeboost", "serve", "bundle"]
         server = _start(
-            [*server_command, "--stats-interval", "3600", "--queue-size", "256"],
+            [*server_command, "--stats-interval", "3600", "--queue-size", str(queue_size)],
             server_env,
             device,
             work / "server.log",
@@ -208,8 +227,31 @@ def measure_serving(
             str(socket_path), consumer_token, config.request_topic, config.response_topic
         )
         _wait_until_served(consumer, record, timeout=60)
-        rss_idle = proc_status_kib("VmRSS", server.pid)
+        running = RunningComponent(consumer, server, record)
+        yield running
+        running.exit_codes["server"] = _stop(server)
+        consumer.close()
+        consumer = None
+        running.exit_codes["broker"] = _stop(broker)
+    finally:
+        if consumer is not None:
+            consumer.close()
+        for process in reversed(processes):
+            _stop(process)
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def measure_serving(
+    bundle: Path,
+    *,
+    round_trips: int,
+    seconds: float,
+    concurrency: int,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    with running_component(bundle) as running:
+        consumer, server, record = running.consumer, running.server, running.record
+        rss_idle = proc_status_kib("VmRSS", server.pid)
         for i in range(min(50, round_trips)):  # warm-up
             consumer.request(f"warm-{i}", [record])
         latencies, lost = [], 0
@@ -226,28 +268,18 @@ def measure_serving(
         sustained = _sustained(consumer, record, server.pid, seconds, concurrency)
         say(f"  sustained: {sustained['requests_per_s']:.0f} req/s with {concurrency} in flight")
         peak = proc_status_kib("VmHWM", server.pid)
-        codes = {"server": _stop(server)}
-        consumer.close()
-        consumer = None
-        codes["broker"] = _stop(broker)
-        return {
-            "model": json.loads((bundle / "manifest.json").read_text())["model"]["name"],
-            "request": "one named-feature record (models/wine-quality/requests.json[0])",
-            "round_trip_ms": _percentiles(latencies),
-            "round_trips": len(latencies),
-            "round_trips_lost": lost,
-            "old_design_round_trip_ms": list(OLD_DESIGN_ROUND_TRIP_MS),
-            **sustained,
-            "server_rss_idle_mib": (rss_idle or 0) / 1024,
-            "server_peak_rss_mib": (peak or 0) / 1024,
-            "exit_codes": codes,
-        }
-    finally:
-        if consumer is not None:
-            consumer.close()
-        for process in reversed(processes):
-            _stop(process)
-        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "model": json.loads((bundle / "manifest.json").read_text())["model"]["name"],
+        "request": "one named-feature record (models/wine-quality/requests.json[0])",
+        "round_trip_ms": percentiles(latencies),
+        "round_trips": len(latencies),
+        "round_trips_lost": lost,
+        "old_design_round_trip_ms": list(OLD_DESIGN_ROUND_TRIP_MS),
+        **sustained,
+        "server_rss_idle_mib": (rss_idle or 0) / 1024,
+        "server_peak_rss_mib": (peak or 0) / 1024,
+        "exit_codes": running.exit_codes,
+    }
 
 
 def _sustained(
@@ -276,7 +308,7 @@ def _sustained(
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
     threads.append(threading.Thread(target=sample, daemon=True))
-    cpu_before = _process_cpu_seconds(server_pid)
+    cpu_before = process_cpu_seconds(server_pid)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -285,7 +317,7 @@ def _sustained(
     for thread in threads:
         thread.join(timeout=15)
     elapsed = time.perf_counter() - started
-    cpu = _process_cpu_seconds(server_pid) - cpu_before
+    cpu = process_cpu_seconds(server_pid) - cpu_before
     total = sum(answered)
     return {
         "concurrency": concurrency,
@@ -301,7 +333,7 @@ def _sustained(
     }
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
+def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None, "min": None, "max": None}
     data = np.asarray(values)

@@ -297,3 +297,29 @@ def test_each_rounds_p50_is_summarised_beside_the_pooled_one() -> None:
     summary = summarize([round_of([2.0, 2.0, 2.0, 9.0]), round_of([6.0, 6.0, 7.0, 7.0])])
     assert summary["round_p50_us"] == {"median": 4.25, "min": 2.0, "max": 6.5}
     assert summary["call_us"]["p50"] == pytest.approx(6.0)
+
+
+def test_a_soak_run_counts_losses_duplicates_and_memory(tmp_path: Path) -> None:
+    need(importlib.util.find_spec("awsiot") is not None, "awsiotsdk (pip install awsiotsdk)")
+    from edgeboost.benchmarks.cli import main
+
+    assert main(["--soak", "4", "-o", str(tmp_path)]) == 0
+    soak = json.loads((tmp_path / "soak.json").read_text())["soak"]
+    assert soak["answered"] > 100 and soak["lost"] == 0 and soak["duplicates"] == 0
+    assert soak["answered"] == soak["requests"]
+    assert soak["rss"]["samples"] >= 3 and soak["rss"]["start_mib"] > 5
+    assert soak["exit_codes"] == {"server": 0, "broker": 0}
+    assert "| lost / duplicate replies | 0 / 0 |" in (tmp_path / "SOAK.md").read_text()
+
+
+def test_the_soak_summary_sees_a_leak_and_ignores_warm_up() -> None:
+    from edgeboost.benchmarks.soak import _rss_summary
+
+    # 10 minutes: +20 MiB in the first minute (start-up), then 0.5 MiB per minute.
+    samples = [(t, int(1024 * (30 + min(t, 60) / 3 + max(0, t - 60) / 120))) for t in range(601)]
+    summary = _rss_summary(samples)
+    assert summary["settled_from_s"] == 120
+    assert summary["slope_mib_per_min"] == pytest.approx(0.5, abs=0.01)
+    assert summary["growth_settled_mib"] == pytest.approx(0.5 * (585 - 135) / 60, abs=0.05)
+    flat = _rss_summary([(t, 40 * 1024) for t in range(601)])
+    assert flat["slope_mib_per_min"] == pytest.approx(0) and flat["growth_settled_mib"] == 0
