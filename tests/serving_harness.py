@@ -198,10 +198,14 @@ class Consumer:
             self.received.append(json.loads(body) if isinstance(body, bytes) else body)
             self._arrived.notify_all()
 
-    def publish(self, topic: str, payload: bytes, *, wait: bool = True) -> Any:
-        from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
+    def publish(self, topic: str, payload: Any, *, wait: bool = True) -> Any:
+        """Bytes as a binaryMessage, anything else as a jsonMessage."""
+        from awsiot.greengrasscoreipc.model import BinaryMessage, JsonMessage, PublishMessage
 
-        message = PublishMessage(binary_message=BinaryMessage(message=payload))
+        if isinstance(payload, bytes):
+            message = PublishMessage(binary_message=BinaryMessage(message=payload))
+        else:
+            message = PublishMessage(json_message=JsonMessage(message=payload))
         if wait:
             return self.v2.publish_to_topic(topic=topic, publish_message=message)
         return self.v2.publish_to_topic_async(topic=topic, publish_message=message)

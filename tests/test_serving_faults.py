@@ -91,22 +91,40 @@ def by_id(replies: list[Any]) -> Counter[Any]:
     return Counter(r.get("id") for r in replies)
 
 
-def test_the_hostile_payload_is_refused_and_serving_goes_on(
-    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+HOSTILE: dict[str, tuple[Any, str]] = {
+    # Froze the server for 345 s: a regex backtracking over 131,055 escaped quotes.
+    "256 KiB of escaped quotes": (b"[" * 33 + b'"' + b'\\"' * 131055, "bad_json"),
+    "unclosed string of escapes": (b'{"id": "' + b'\\"' * 131000, "bad_json"),
+    "4,301-digit integer": (b'{"id": 1, "instances": [[' + b"9" * 4301 + b"]]}", "bad_json"),
+    "duplicate keys": (b'{"id": 1, "id": 2, "instances": [[1, 2, 3, 4]]}', "bad_json"),
+    "deep nesting at the limit": (b"[" * 131072 + b"]" * 131072, "bad_json"),
+    "5 MB jsonMessage": ({"id": 1, "instances": [[0.5] * 4] * 150_000}, "too_large"),
+    "integer id beyond 2**53 as jsonMessage": (
+        {"id": 2**53 + 1, "instances": [[1] * 4]},
+        "bad_request",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_payload_is_refused_and_serving_goes_on(
+    case: str,
+    broker: BrokerProcess,
+    consumer: Consumer,
+    named_bundle: tuple[Path, object],
+    workdir: Path,
 ) -> None:
+    payload, code = HOSTILE[case]
     server = start_server(broker, named_bundle[0], workdir)
     try:
         server.wait_serving()
-        # Froze the server for 345 s: a regex backtracking over 131,055 escaped quotes.
-        hostile = b"[" * 33 + b'"' + b'\\"' * 131055
-        assert len(hostile) <= 256 * 1024
-        consumer.publish(REQUEST, hostile)
+        consumer.publish(REQUEST, payload)
         sent = time.monotonic()
         consumer.publish(REQUEST, request("after", [ROW]))
         replies = consumer.wait_for(2, timeout=3)
         took = time.monotonic() - sent
         assert len(replies) == 2, replies
-        assert replies[0]["error"]["code"] == "bad_json"
+        assert replies[0]["error"]["code"] == code, replies[0]
         assert replies[1]["id"] == "after" and "predictions" in replies[1]
         assert took < 3.0
     finally:
@@ -259,7 +277,9 @@ def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
     assert status == 0, server.stderr
 
 
-@pytest.mark.parametrize("state", ["idle", "burst", "ipc server stopped", "ipc server killed"])
+@pytest.mark.parametrize(
+    "state", ["idle", "burst", "hostile payloads", "ipc server stopped", "ipc server killed"]
+)
 def test_sigterm_exits_within_4_s_in_any_state(
     state: str,
     broker: BrokerProcess,
@@ -272,6 +292,9 @@ def test_sigterm_exits_within_4_s_in_any_state(
     if state == "burst":
         for i in range(300):
             consumer.publish(REQUEST, request(i, [ROW] * 5), wait=False)
+    elif state == "hostile payloads":  # SIGTERM while the worker decodes the worst there is
+        for _ in range(20):
+            consumer.publish(REQUEST, HOSTILE["deep nesting at the limit"][0], wait=False)
     elif state == "ipc server stopped":
         broker.signal(signal.SIGSTOP)  # the Nucleus hangs: calls get no answer
     elif state == "ipc server killed":
@@ -287,7 +310,7 @@ def test_sigterm_exits_within_4_s_in_any_state(
     assert status == (3 if stats["abandoned"] else 0), server.stderr
     if stats["abandoned"]:
         assert f"exiting with {stats['abandoned']} received requests unanswered" in server.stderr
-    if state == "burst":
+    if state in ("burst", "hostile payloads"):
         assert stats["received"] == stats["published"] + stats["abandoned"]
 
 
