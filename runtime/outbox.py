@@ -1,8 +1,10 @@
-"""Replies on their way out: published by one thread, many in flight, each at most once.
+"""Replies on their way out: many in flight at once, each published at most once.
 
 An IPC round trip costs far more than answering a request, so replies are pipelined: up to
 ``max_in_flight`` publishes await the IPC server's answer at once, which lets a burst be
-answered at the rate it arrives. Every reply ends in exactly one counted outcome:
+answered at the rate it arrives. The outbox has no thread of its own: workers call ``send``
+(which waits only for a free slot) and ``resend_waiting``; outcomes arrive on whatever thread
+the transport completes its futures on. Every reply ends in exactly one counted outcome:
 
 - ``published``: the IPC server confirmed it;
 - ``publish_refused:<Error>``: the server refused it with a modelled error (UnauthorizedError on
@@ -12,7 +14,7 @@ answered at the rate it arrives. Every reply ends in exactly one counted outcome
 - ``publish_not_sent``: nothing was sent, and no connection came back in time to send it.
 
 A reply that was provably not sent (IpcNotSentError) waits for the connection to come back,
-up to ``reconnect_wait_s``, and is sent again.
+up to ``reconnect_wait_s`` after it was first sent, and is sent again.
 """
 
 from __future__ import annotations
@@ -30,19 +32,16 @@ from .transport import Transport
 
 __all__ = ["Outbox", "Reply"]
 
-_log = logging.getLogger(__name__)
-
 
 @dataclass(slots=True)
 class Reply:
     topic: str
     payload: bytes
     queued: float = field(default_factory=time.monotonic)
-    resend: bool = False  # not sent the first time: wait for the connection first
 
 
 class Outbox:
-    """Thread-safe: ``put`` from any thread; one publisher thread runs ``run``."""
+    """Thread-safe."""
 
     def __init__(
         self,
@@ -58,79 +57,66 @@ class Outbox:
         self._problems = problems
         self._max_in_flight = max_in_flight
         self._reconnect_wait_s = reconnect_wait_s
-        self._pending: deque[Reply] = deque()
         self._in_flight = 0
+        self._not_sent: deque[Reply] = deque()  # waiting for the connection to come back
         self._changed = threading.Condition()
-        self._closing = False
         self._deadline = float("inf")  # after close(): nothing waits beyond it
 
-    def put(self, reply: Reply) -> None:
-        """Queue a reply; never blocks."""
-        with self._changed:
-            self._pending.append(reply)
-            self._changed.notify_all()
-
     @property
-    def unfinished(self) -> int:
-        """Replies queued or awaiting the IPC server's answer."""
+    def pending(self) -> int:
+        """Replies awaiting the IPC server's answer or a connection."""
         with self._changed:
-            return len(self._pending) + self._in_flight
+            return self._in_flight + len(self._not_sent)
 
-    def close(self, deadline: float) -> None:
-        """Publish what is queued until ``deadline`` (time.monotonic()), then stop ``run``."""
+    def send(self, reply: Reply) -> bool:
+        """Publish once a slot is free; False when closed before one was (not counted)."""
         with self._changed:
-            self._closing, self._deadline = True, deadline
-            self._changed.notify_all()
-
-    def wait_idle(self, deadline: float) -> bool:
-        """Wait until nothing is queued or in flight, or until ``deadline``; True if idle."""
-        with self._changed:
-            while self._pending or self._in_flight:
-                remaining = deadline - time.monotonic()
+            while self._in_flight >= self._max_in_flight:
+                remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._changed.wait(remaining)
-            return True
-
-    # --- the publisher thread ----------------------------------------------------------------
-    def run(self) -> None:
-        while True:
-            reply = self._next()
-            if reply is None:
-                return
-            if reply.resend:  # the connection was down: nothing can go out before it is back
-                self._transport.wait_connected(max(0.0, self._give_up_at(reply) - time.monotonic()))
-            self._send(reply)
-
-    def _next(self) -> Reply | None:
-        """The next reply to send, once a slot is free; None when closed and past the end."""
-        with self._changed:
-            while True:
-                past_deadline = time.monotonic() >= self._deadline
-                if past_deadline or (self._closing and not self._pending and not self._in_flight):
-                    return None
-                if self._pending and self._in_flight < self._max_in_flight:
-                    self._in_flight += 1
-                    return self._pending.popleft()
-                self._changed.wait(min(1.0, max(0.0, self._deadline - time.monotonic())))
-
-    def _send(self, reply: Reply) -> None:
+                self._changed.wait(min(remaining, 1.0))
+            self._in_flight += 1
         try:
             future = self._transport.publish(reply.topic, reply.payload)
         except Exception as exc:  # a transport should return a failed future; be safe
             self._finished(reply, exc)
+        else:
+            future.add_done_callback(lambda done: self._finished(reply, done.exception()))
+        return True
+
+    def resend_waiting(self) -> None:
+        """Send again what was not sent, once connected; give up on what waited too long."""
+        with self._changed:
+            if not self._not_sent:
+                return
+        if not self._transport.wait_connected(0):
+            self._give_up(only_expired=True)
             return
-        future.add_done_callback(lambda done: self._finished(reply, done.exception()))
+        while True:
+            with self._changed:
+                if not self._not_sent:
+                    return
+                reply = self._not_sent.popleft()
+            if not self.send(reply):
+                with self._changed:
+                    self._not_sent.appendleft(reply)
+                return
+
+    def close(self, deadline: float) -> None:
+        """From ``deadline`` on, ``send`` no longer waits for a slot."""
+        with self._changed:
+            self._deadline = deadline
+            self._changed.notify_all()
 
     def _finished(self, reply: Reply, error: BaseException | None) -> None:
         # May run on the transport's network thread: count, requeue, never block.
-        if isinstance(error, IpcNotSentError) and time.monotonic() < self._give_up_at(reply):
-            reply.resend = True
-            with self._changed:
-                self._in_flight -= 1
-                self._pending.appendleft(reply)
-                self._changed.notify_all()
-            return
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+            if isinstance(error, IpcNotSentError) and time.monotonic() < self._give_up_at(reply):
+                self._not_sent.append(reply)
+                return
         if error is None:
             self._count("published")
         elif isinstance(error, IpcNotSentError):
@@ -147,9 +133,20 @@ class Outbox:
                 "so that no request is answered twice",
                 level=logging.WARNING,
             )
+
+    def _give_up(self, *, only_expired: bool) -> None:
+        now = time.monotonic()
         with self._changed:
-            self._in_flight -= 1
-            self._changed.notify_all()
+            expired = [r for r in self._not_sent if not only_expired or self._give_up_at(r) <= now]
+            for reply in expired:
+                self._not_sent.remove(reply)
+        for reply in expired:
+            self._count("publish_not_sent")
+            self._problems.report(
+                "publish_not_sent",
+                f"reply on {reply.topic} not sent: no connection to the IPC server for "
+                f"{self._reconnect_wait_s:g} s",
+            )
 
     def _give_up_at(self, reply: Reply) -> float:
         return min(self._deadline, reply.queued + self._reconnect_wait_s)

@@ -2,17 +2,16 @@
 
 Every message received ends in exactly one counted outcome: a reply (predictions or an error,
 ``overloaded`` included) that the IPC server confirmed, refused or left unconfirmed (see
-``outbox.py``); ``shed`` when even the overload queue is full; or ``abandoned`` when shutdown
-came first. Nothing is dropped without being counted and logged.
+``outbox.py``); ``shed`` when even the overload queue is full (``inbox.py``); or ``abandoned``
+when shutdown came first. Nothing is dropped without being counted and logged.
 
-Threads and why:
+Threads, as few as a small device deserves:
 - the transport's network thread only calls ``deliver``, which never blocks and never calls
-  IPC (a blocking IPC call from that thread deadlocks the client);
-- ``workers`` threads decode, predict and queue the reply, in arrival order when there is one;
-- an overload thread answers ``overloaded`` for requests that found the work queue full, as
-  fast as they arrive: its queue holds a few hundred bytes per request, not the request;
-- the publisher (``Outbox.run``) sends replies, many in flight at once;
-- a stats thread logs one line per interval.
+  IPC (a blocking IPC call from that thread deadlocks the awsiotsdk client);
+- ``workers`` threads (one by default) answer ``overloaded`` entries first (microseconds
+  each, so they go out at the rate requests arrive), then decode, predict and publish, with
+  many replies in flight at once;
+- the thread that calls ``run`` logs the stats line once per interval and runs the shutdown.
 
 ``run`` returns after ``stop`` is set: it answers what it can until the shutdown deadline
 (the Nucleus SIGKILLs a component 5 s after SIGTERM) and returns non-zero when received
@@ -21,18 +20,17 @@ requests were abandoned or the IPC server refused a subscription.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol
 from .exceptions import IpcError, RequestError
+from .inbox import Inbox, Overloaded
 from .model import Model
 from .outbox import Outbox, Reply
 from .protocol import Limits, Request
@@ -50,15 +48,11 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_STOP = object()
 
 EXIT_OK = 0
 EXIT_IPC_REFUSED = 2  # a subscription or the connection was refused: fix the recipe
 EXIT_ABANDONED = 3  # shutdown came before every received request was answered
 
-# Overloaded binaryMessages up to this size are kept whole, so their id is read exactly; larger
-# ones keep only an id found as their first key (see protocol.peek_id).
-_KEEP_FOR_ID_BYTES = 1024
 # Outcomes that end a received message (with "shed"); see outbox.py for the publish ones.
 _FINAL = ("published", "publish_not_sent", "publish_unconfirmed", "unanswerable")
 
@@ -87,13 +81,42 @@ class ServerConfig:
         return topic == self.response_topic or topic.startswith(self.response_topic + "/")
 
 
+class LatencyHistogram:
+    """Latencies in buckets 5% wide, from 1 us to over an hour: constant memory whatever the
+    request rate, percentiles within 5%. Not thread-safe (Stats holds the lock)."""
+
+    _GROWTH = 1.05
+    _SMALLEST_MS = 0.001
+    _BUCKETS = 512
+
+    def __init__(self) -> None:
+        self.counts = [0] * self._BUCKETS
+        self.total = 0
+
+    def add(self, latency_ms: float) -> None:
+        ratio = max(latency_ms / self._SMALLEST_MS, 1.0)
+        self.counts[min(self._BUCKETS - 1, int(math.log(ratio, self._GROWTH)))] += 1
+        self.total += 1
+
+    def percentile(self, fraction: float) -> float:
+        """The upper edge of the bucket holding that fraction of the latencies (0 if none)."""
+        if not self.total:
+            return 0.0
+        rank, seen = max(1, math.ceil(fraction * self.total)), 0
+        for bucket, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return float(self._SMALLEST_MS * self._GROWTH ** (bucket + 1))
+        raise AssertionError("unreachable: the counts add up to total")
+
+
 class Stats:
-    """Counters and latencies; thread-safe; ``snapshot`` resets the latency window."""
+    """Counters and a latency histogram; thread-safe; ``snapshot`` starts a new histogram."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        self._latencies_ms: list[float] = []
+        self._latencies = LatencyHistogram()
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -103,11 +126,11 @@ class Stats:
         with self._lock:
             self.counts["answered"] += 1
             self.counts["rows"] += rows
-            self._latencies_ms.append(latency_ms)
+            self._latencies.add(latency_ms)
 
-    def snapshot(self) -> tuple[dict[str, int], list[float]]:
+    def snapshot(self) -> tuple[dict[str, int], LatencyHistogram]:
         with self._lock:
-            latencies, self._latencies_ms = self._latencies_ms, []
+            latencies, self._latencies = self._latencies, LatencyHistogram()
             return dict(self.counts), latencies
 
     def open_requests(self) -> int:
@@ -117,22 +140,6 @@ class Stats:
             ended = sum(counts[key] for key in _FINAL) + counts["shed"]
             ended += sum(v for k, v in counts.items() if k.startswith("publish_refused:"))
             return counts["received"] - ended
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-@dataclass(frozen=True, slots=True)
-class _Overloaded:
-    """What an "overloaded" reply needs: the payload only when it is small."""
-
-    topic: str
-    payload: Any
-    request_id: str | int | None
 
 
 class InferenceServer:
@@ -151,8 +158,7 @@ class InferenceServer:
             max_in_flight=config.max_in_flight,
             reconnect_wait_s=config.reconnect_wait_s,
         )
-        self._work: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
-        self._overloaded: queue.Queue[Any] = queue.Queue(maxsize=config.overload_queue_size)
+        self._inbox = Inbox(config.queue_size, config.overload_queue_size)
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._stop: threading.Event | None = None
@@ -166,21 +172,7 @@ class InferenceServer:
     # --- called on the transport's network thread: never block, never call IPC -------------
     def deliver(self, message: Message) -> None:
         self.stats.count("received")
-        try:
-            self._work.put_nowait(message)
-            return
-        except queue.Full:
-            pass
-        payload = message.payload
-        small = not isinstance(payload, (bytes, bytearray)) or len(payload) <= _KEEP_FOR_ID_BYTES
-        entry = _Overloaded(
-            message.topic,
-            payload if small else None,
-            None if small else protocol.peek_id(payload),
-        )
-        try:
-            self._overloaded.put_nowait(entry)
-        except queue.Full:
+        if not self._inbox.offer(message):
             self.stats.count("shed")
             self.problems.report(
                 "shed",
@@ -207,13 +199,13 @@ class InferenceServer:
                 ", ".join(self.topics),
                 self.config.response_topic,
             )
-        stop.wait()
+        while not stop.wait(self.config.stats_interval_s):
+            self._log_stats()
         return self.shutdown(time.monotonic() + self.config.shutdown_timeout_s)
 
     def shutdown(self, deadline: float) -> int:
-        """Stop receiving, answer what can be answered before ``deadline``, stop the threads."""
-        waiting = self._work.qsize() + self._overloaded.qsize()
-        _log.info("stopping: no new requests; answering the %d waiting", waiting)
+        """Stop receiving, answer what can be answered before ``deadline``, stop the workers."""
+        _log.info("stopping: no new requests; answering the %d waiting", sum(self._inbox.sizes()))
         # Budget: the subscriptions and the connection each get a short slice; the rest of
         # the time goes to answering.
         self.transport.stop_receiving(timeout=_remaining(deadline, 0.5))
@@ -221,9 +213,6 @@ class InferenceServer:
             time.sleep(0.01)
         self._stopped.set()
         self.outbox.close(time.monotonic())
-        for _ in range(self.config.workers):
-            _put_if_room(self._work, _STOP)
-        _put_if_room(self._overloaded, _STOP)
         self.transport.close(timeout=_remaining(deadline, 0.2))
         abandoned = self.stats.open_requests()
         self.stats.count("abandoned", abandoned)
@@ -243,46 +232,35 @@ class InferenceServer:
             self._stop.set()
 
     def _start_threads(self) -> None:
-        targets: list[tuple[str, Callable[[], None]]] = [
-            (f"edgeboost-worker-{i}", self._work_loop) for i in range(self.config.workers)
-        ]
-        targets += [
-            ("edgeboost-overload", self._overload_loop),
-            ("edgeboost-publisher", self.outbox.run),
-            ("edgeboost-stats", self._stats_loop),
-        ]
-        for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        for i in range(self.config.workers):
+            thread = threading.Thread(target=self._work_loop, name=f"edgeboost-worker-{i}")
+            thread.daemon = True  # a worker stuck in native code must not delay the exit
             thread.start()
             self._threads.append(thread)
 
     # --- worker side -------------------------------------------------------------------------
     def _work_loop(self) -> None:
         while not self._stopped.is_set():
-            message = self._work.get()
-            if message is _STOP:
-                return
+            self.outbox.resend_waiting()
+            entry = self._inbox.take(timeout=0.25)
+            if entry is None:
+                continue
             try:
-                topic, payload = self.answer(message)
+                if isinstance(entry, Overloaded):
+                    topic, payload = self._overloaded(entry)
+                else:
+                    topic, payload = self.answer(entry)
             except Exception:  # answer() words every failure; this is the last resort
                 self.stats.count("unanswerable")
-                _log.exception("could not answer a message on %s", message.topic)
+                _log.exception("could not answer a message on %s", entry.topic)
                 continue
-            self.outbox.put(Reply(topic, payload))
+            self.outbox.send(Reply(topic, payload))
 
-    def _overload_loop(self) -> None:
-        while not self._stopped.is_set():
-            entry = self._overloaded.get()
-            if entry is _STOP:
-                return
-            request_id = entry.request_id
-            if entry.payload is not None:
-                request_id = protocol.peek_id(entry.payload, decode_up_to=_KEEP_FOR_ID_BYTES)
-            self.stats.count("error:overloaded")
-            topic, payload = self._error(
-                entry.topic, request_id, "overloaded", "the work queue is full; retry later"
-            )
-            self.outbox.put(Reply(topic, payload))
+    def _overloaded(self, entry: Overloaded) -> tuple[str, bytes]:
+        self.stats.count("error:overloaded")
+        return self._error(
+            entry.topic, entry.reply_id(), "overloaded", "the work queue is full; retry later"
+        )
 
     def answer(self, message: Message) -> tuple[str, bytes]:
         """(topic, payload) of the reply to one message. Never raises for bad input."""
@@ -349,13 +327,8 @@ class InferenceServer:
         return self.config.response_topic, payload
 
     # --- observability -----------------------------------------------------------------------
-    def _stats_loop(self) -> None:
-        while not self._stopped.wait(self.config.stats_interval_s):
-            self._log_stats()
-
     def _log_stats(self) -> None:
         counts, latencies = self.stats.snapshot()
-        latencies.sort()
         errors = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("error:")}
         failures = {
             k.removeprefix("publish_"): v
@@ -376,20 +349,13 @@ class InferenceServer:
             counts.get("shed", 0),
             counts.get("abandoned", 0),
             self.transport.reconnects,
-            self._work.qsize(),
-            self._overloaded.qsize(),
-            self.outbox.unfinished,
-            percentile(latencies, 0.50),
-            percentile(latencies, 0.99),
-            len(latencies),
+            *self._inbox.sizes(),
+            self.outbox.pending,
+            latencies.percentile(0.50),
+            latencies.percentile(0.99),
+            latencies.total,
         )
 
 
 def _remaining(deadline: float, at_most: float) -> float:
     return max(0.0, min(at_most, deadline - time.monotonic()))
-
-
-def _put_if_room(q: queue.Queue[Any], item: Any) -> None:
-    # A full queue means its thread is busy; it sees _stopped next, or ends with the process.
-    with contextlib.suppress(queue.Full):
-        q.put_nowait(item)

@@ -47,7 +47,7 @@ class ScriptedTransport:
         return self.connected.wait(timeout)
 
 
-def run_outbox(transport: Any, **options: Any) -> tuple[Outbox, Counter[str], threading.Thread]:
+def make_outbox(transport: Any, **options: Any) -> tuple[Outbox, Counter[str]]:
     counts: Counter[str] = Counter()
     outbox = Outbox(
         transport,
@@ -55,22 +55,21 @@ def run_outbox(transport: Any, **options: Any) -> tuple[Outbox, Counter[str], th
         ProblemLog(logging.getLogger("test")),
         **options,
     )
-    thread = threading.Thread(target=outbox.run, daemon=True)
-    thread.start()
-    return outbox, counts, thread
+    return outbox, counts
 
 
 def test_a_reply_not_sent_waits_for_the_connection_and_is_sent_once() -> None:
     transport = ScriptedTransport(IpcNotSentError("not connected"))
     transport.connected.clear()
-    outbox, counts, _ = run_outbox(transport)
-    outbox.put(Reply("t", b"1"))
-    time.sleep(0.2)
-    assert transport.attempts == [b"1"]  # tried once, waiting for the connection
+    outbox, counts = make_outbox(transport)
+    outbox.send(Reply("t", b"1"))
+    outbox.resend_waiting()
+    assert transport.attempts == [b"1"]  # tried once; waits for the connection
+    assert outbox.pending == 1 and not counts
     transport.connected.set()
-    assert outbox.wait_idle(time.monotonic() + 5)
+    outbox.resend_waiting()
     assert transport.attempts == [b"1", b"1"]
-    assert counts == {"published": 1}
+    assert counts == {"published": 1} and outbox.pending == 0
 
 
 @pytest.mark.parametrize(
@@ -88,49 +87,53 @@ def test_a_reply_that_may_have_arrived_or_was_refused_is_never_resent(
     error: Exception, outcome: str
 ) -> None:
     transport = ScriptedTransport(error)
-    outbox, counts, _ = run_outbox(transport)
-    outbox.put(Reply("t", b"1"))
-    assert outbox.wait_idle(time.monotonic() + 5)
+    outbox, counts = make_outbox(transport)
+    outbox.send(Reply("t", b"1"))
+    outbox.resend_waiting()
     assert transport.attempts == [b"1"]
-    assert counts == {outcome: 1}
+    assert counts == {outcome: 1} and outbox.pending == 0
 
 
 def test_a_reply_not_sent_gives_up_after_the_reconnect_wait() -> None:
     transport = ScriptedTransport(*[IpcNotSentError("down")] * 100)
     transport.connected.clear()
-    outbox, counts, _ = run_outbox(transport, reconnect_wait_s=0.3)
-    outbox.put(Reply("t", b"1"))
-    assert outbox.wait_idle(time.monotonic() + 5)
-    assert counts == {"publish_not_sent": 1}
-    assert len(transport.attempts) == 2  # once, then once more when the wait ran out
+    outbox, counts = make_outbox(transport, reconnect_wait_s=0.2)
+    outbox.send(Reply("t", b"1"))
+    outbox.resend_waiting()
+    assert outbox.pending == 1 and not counts
+    time.sleep(0.3)
+    outbox.resend_waiting()
+    assert counts == {"publish_not_sent": 1} and outbox.pending == 0
+    assert transport.attempts == [b"1"]  # never resent without a connection
 
 
 def test_publishes_are_pipelined_up_to_the_in_flight_limit() -> None:
     transport = ScriptedTransport(hold=True)
-    outbox, counts, _ = run_outbox(transport, max_in_flight=8)
-    for i in range(20):
-        outbox.put(Reply("t", str(i).encode()))
+    outbox, counts = make_outbox(transport, max_in_flight=8)
+    sender = threading.Thread(
+        target=lambda: [outbox.send(Reply("t", str(i).encode())) for i in range(20)]
+    )
+    sender.start()
     time.sleep(0.2)
     assert len(transport.attempts) == 8  # sent without waiting for answers, up to the limit
-    assert outbox.unfinished == 20
-    while transport.held:
-        transport.held.pop(0).set_result(None)
-        time.sleep(0.005)
-    assert outbox.wait_idle(time.monotonic() + 5)
-    assert counts == {"published": 20}
+    assert outbox.pending == 8
+    while sender.is_alive() or transport.held:
+        if transport.held:
+            transport.held.pop(0).set_result(None)
+        time.sleep(0.002)
+    assert counts == {"published": 20} and outbox.pending == 0
     assert transport.attempts == [str(i).encode() for i in range(20)]  # in order
 
 
-def test_close_stops_at_the_deadline_and_leaves_the_rest_unfinished() -> None:
+def test_after_close_a_send_does_not_wait_for_a_slot() -> None:
     transport = ScriptedTransport(hold=True)
-    outbox, _, thread = run_outbox(transport, max_in_flight=1)
-    for i in range(3):
-        outbox.put(Reply("t", str(i).encode()))
-    time.sleep(0.1)
+    outbox, _ = make_outbox(transport, max_in_flight=1)
+    assert outbox.send(Reply("t", b"1"))
     outbox.close(time.monotonic() + 0.2)
-    thread.join(2)
-    assert not thread.is_alive()
-    assert outbox.unfinished == 3
+    started = time.monotonic()
+    assert not outbox.send(Reply("t", b"2"))
+    assert time.monotonic() - started < 1
+    assert transport.attempts == [b"1"] and outbox.pending == 1
 
 
 def test_the_problem_log_logs_each_kind_once_per_interval_with_a_count(
@@ -146,3 +149,19 @@ def test_the_problem_log_logs_each_kind_once_per_interval_with_a_count(
         now[0] = 11.0
         assert problems.report("a", "later")
     assert caplog.messages == ["first", "other kind", "later (5 more like this in the last 11 s)"]
+
+
+def test_the_latency_histogram_has_percentiles_within_5_percent_in_constant_memory() -> None:
+    from edgeboost.runtime.server import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    assert histogram.percentile(0.5) == 0.0
+    values = [0.01 * 1.001**i for i in range(10_000)]  # 0.01 ms to ~220 ms
+    for value in values:
+        histogram.add(value)
+    for fraction in (0.5, 0.9, 0.99):
+        exact = values[int(fraction * len(values)) - 1]
+        assert exact <= histogram.percentile(fraction) <= exact * 1.05 * 1.001
+    histogram.add(1e9)  # beyond the last bucket: counted, not lost
+    histogram.add(0.0)
+    assert histogram.total == 10_002 and len(histogram.counts) == 512
