@@ -7,6 +7,7 @@ a fresh interpreter with a timeout, so that it fails the test instead of killing
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -30,6 +31,8 @@ from edgeboost.runtime import (
 from edgeboost.runtime import native as native_module
 from edgeboost.runtime.integrity import verify_bundle
 from edgeboost.runtime.targets import TARGETS, host_target
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import need
 
@@ -126,7 +129,7 @@ print(message)
 """
 
 
-def _isolated(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _isolated(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter: a crash is a failure (with the signal's name), a
     hang is a failure after ``timeout`` seconds, and neither takes pytest down."""
     try:
@@ -387,6 +390,26 @@ def test_a_manifest_beyond_the_size_limit_is_not_read(bundle: Path) -> None:
     )
 
 
+def test_a_missing_library_is_named(bundle: Path) -> None:
+    _library(bundle).unlink()
+    _expect(
+        _load_error(bundle),
+        IntegrityError,
+        f"{_library(bundle)}: missing (targets.{host_target()}.file in manifest.json)",
+    )
+
+
+def test_a_manifest_whose_size_alone_is_wrong_is_refused(bundle: Path) -> None:
+    size = _library(bundle).stat().st_size
+    _reseal(bundle, _set_target("size", size + 1))
+    _expect(
+        _load_error(bundle),
+        ManifestError,
+        f"{bundle / 'manifest.json'}: targets.{host_target()}.size: expected {size:,} (the size "
+        f"of {_library_entry(bundle)['file']}, whose sha256 matches), found {size + 1:,}",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. SHA256SUMS: every line checked, every library sealed.
 
@@ -618,6 +641,29 @@ def _set_target(key: str, value: object) -> Callable[[dict[str, Any]], None]:
         (lambda doc: doc.update(abi_version=2), ["abi_version: expected 1", "found 2"]),
         (lambda doc: doc.update(abi_version=0), ["abi_version: expected an integer from 1"]),
     ],
+    ids=[
+        "file empty",
+        "file absolute",
+        "file with ..",
+        "file with //",
+        "file with NUL",
+        "sha256 in capitals",
+        "size negative",
+        "size 1 TiB",
+        "build_seconds 10**400",
+        "flags not strings",
+        "parity a list",
+        "targets a list",
+        "a target a string",
+        "num_feature 10**400",
+        "num_feature 2**31",
+        "base_score 10**400",
+        "num_class 2**63",
+        "model sha256 not hex",
+        "tools not strings",
+        "abi_version 2",
+        "abi_version 0",
+    ],
 )
 def test_a_malformed_manifest_names_the_file_and_the_key(
     bundle: Path, change: Callable[[dict[str, Any]], None], fragments: list[str]
@@ -664,6 +710,18 @@ def _raw(replace: str, by: str) -> Callable[[str], str]:
         (lambda text: "[1, 2]", "top level must be an object"),
         (lambda text: text[: len(text) // 2], "not valid JSON"),
     ],
+    ids=[
+        "NaN",
+        "-Infinity",
+        "1e999",
+        "a key twice",
+        "5000 digits",
+        "nested 100000 deep",
+        "nested in parity",
+        "not UTF-8",
+        "top level a list",
+        "cut in half",
+    ],
 )
 def test_a_manifest_that_is_not_strict_json_is_a_manifest_error(
     bundle: Path, edit: Callable[[str], str], fragment: str
@@ -674,6 +732,58 @@ def test_a_manifest_that_is_not_strict_json_is_a_manifest_error(
     lines = [line for line in _sums_lines(bundle) if not line.endswith("  manifest.json")]
     _write_sums(bundle, [*lines, f"{_sha256(raw)}  manifest.json"])
     _expect(_load_error(bundle), ManifestError, f"{bundle / 'manifest.json'}: ", fragment)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document where a value can be swapped for another."""
+    if isinstance(node, dict):
+        children: Any = node.items()
+    elif isinstance(node, list):
+        children = enumerate(node)
+    else:
+        return []
+    found = []
+    for key, child in children:
+        found.append((*prefix, key))
+        found.extend(_paths(child, (*prefix, key)))
+    return found
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+
+
+def test_any_value_swapped_in_the_manifest_is_a_bundle_error_or_loads(
+    named_bundle: tuple[Path, object], tmp_path: Path
+) -> None:
+    """Whatever value replaces whatever part of a resealed manifest, Model.load loads or
+    raises a BundleError: never a TypeError, KeyError, OverflowError or RecursionError."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(named_bundle[0], bundle)
+    original = _manifest(bundle)
+    libraries = {t["file"]: t["sha256"] for t in original["targets"].values()}
+    paths = _paths(original)
+
+    @given(st.sampled_from(paths), JSON_VALUES)
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    def swap(path: tuple[Any, ...], value: Any) -> None:
+        doc = json.loads(json.dumps(original))
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+        _reseal_text(bundle, json.dumps(doc), libraries=libraries)
+        with contextlib.suppress(BundleError):  # anything else fails the test
+            Model.load(bundle)
+
+    swap()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,6 +805,7 @@ int32_t edgeboost_predict(const float *r, int64_t n, int32_t c, int32_t m, float
 
 
 def _stub_library(tmp_path: Path, abi: int) -> bytes:
+    need(shutil.which("cc") is not None, "a C compiler (cc)")
     source = tmp_path / "stub.c"
     source.write_text(_STUB)
     out = tmp_path / "stub.so"
