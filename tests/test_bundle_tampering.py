@@ -8,6 +8,7 @@ a fresh interpreter with a timeout, so that it fails the test instead of killing
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import hashlib
 import json
@@ -306,15 +307,42 @@ def test_two_models_loaded_side_by_side_keep_their_own_libraries(
     assert len(second.predict([[7.0] * 13])) == 1
 
 
+def test_a_kernel_without_mfd_exec_gets_a_memfd_all_the_same(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before Linux 6.3, memfd_create refuses the unknown MFD_EXEC flag with EINVAL."""
+    real, flags_seen = os.memfd_create, []
+
+    def old_kernel(name: str, flags: int = os.MFD_CLOEXEC) -> int:
+        flags_seen.append(flags)
+        if flags & 0x0010:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(name, flags)
+
+    monkeypatch.setattr(os, "memfd_create", old_kernel)
+    model = Model.load(bundle)
+    assert flags_seen == [flags_seen[0], flags_seen[0] & ~0x0010]
+    assert len(_memfds(str(_library(bundle)))) == 1
+    assert model.predict(ROWS[:1])
+
+
+@pytest.mark.parametrize("how", ["memfd_create fails (ENOSYS)", "memfd unusable"])
 def test_without_memfd_a_removed_temporary_copy_is_loaded(
-    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     import tempfile
 
     expected = Model.load(bundle).predict(ROWS)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    monkeypatch.setattr(native_module, "_sealed_memfd", lambda image, label: None)
+    if how == "memfd unusable":
+        monkeypatch.setattr(native_module, "_sealed_memfd", lambda image, label: None)
+    else:
+
+        def no_memfd(name: str, flags: int = 0) -> int:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+        monkeypatch.setattr(os, "memfd_create", no_memfd)
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     model = Model.load(bundle)
     assert list(scratch.iterdir()) == [], "the temporary copy was left behind"
