@@ -27,12 +27,7 @@ from typing import Any
 
 from edgeboost.compile.errors import MissingExtraError, ToolchainError
 from edgeboost.compile.runtime_tree import runtime_files
-from edgeboost.runtime.integrity import (
-    CHECKSUMS_NAME,
-    format_checksums,
-    read_checksums,
-    verify_file,
-)
+from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, verify_bundle
 from edgeboost.runtime.manifest import MANIFEST_NAME, Manifest
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
@@ -156,17 +151,12 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
 
 
 def _verified_manifest(bundle: Path) -> Manifest:
-    """Never package a bundle that does not verify: hashes of everything, and the host
-    library's own metadata when the bundle has one (foreign ones cannot be loaded here)."""
-    sums = read_checksums(bundle)
-    if MANIFEST_NAME not in sums:
-        raise ToolchainError(f"{bundle / CHECKSUMS_NAME}: does not list {MANIFEST_NAME}")
-    verify_file(bundle, MANIFEST_NAME, sums[MANIFEST_NAME], recorded_in=CHECKSUMS_NAME)
-    manifest = Manifest.read(bundle)
+    """Never package a bundle that does not verify: hashes of everything, SHA256SUMS in
+    agreement with the manifest, and the host library's own metadata when the bundle has
+    one (foreign ones cannot be loaded here)."""
+    manifest = verify_bundle(bundle)
     if not manifest.targets:
         raise ToolchainError(f"{bundle}: the bundle has no libraries")
-    for library in manifest.targets.values():
-        verify_file(bundle, library.file, library.sha256, recorded_in=MANIFEST_NAME)
     try:
         host = host_target()
     except LookupError:

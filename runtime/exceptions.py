@@ -6,7 +6,7 @@
     ├── BundleError                 a bundle cannot be used as it is on disk
     │   ├── ManifestError           manifest.json is missing, unreadable or malformed
     │   ├── IntegrityError          a file's sha256 differs from the one recorded for it
-    │   ├── MetadataMismatchError   the library disagrees with the manifest
+    │   ├── MetadataMismatchError   the library cannot be loaded or disagrees with the manifest
     │   └── NoLibraryForPlatformError  the bundle has no library for this machine
     ├── NativeError                 the native library returned an error code
     ├── InputError                  rows handed to predict() are not usable (also ValueError)
@@ -61,7 +61,8 @@ class IntegrityError(BundleError):
 
 
 class MetadataMismatchError(BundleError):
-    """The native library's own metadata disagrees with the manifest."""
+    """The native library cannot be loaded (truncated, not ELF, another ABI), or its own
+    metadata disagrees with the manifest."""
 
 
 class NoLibraryForPlatformError(BundleError):

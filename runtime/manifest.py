@@ -12,16 +12,28 @@ Only the standard library is used here: the device has no numpy and no jsonschem
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .exceptions import ManifestError
+from .files import MAX_LIBRARY_BYTES, MAX_MANIFEST_BYTES, path_problem, read_regular
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Manifest", "ModelSource", "TargetLibrary"]
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "Manifest",
+    "ModelSource",
+    "TargetLibrary",
+    "read_manifest_bytes",
+]
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
+# Counts cross the C ABI as int32_t.
+_INT32_MAX = 2**31 - 1
+_LOWER_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +86,67 @@ class Manifest:
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> Manifest:
+        """The manifest of ``bundle_dir``, unchecked against SHA256SUMS (see
+        ``integrity.read_sealed_manifest`` for the checked one)."""
         path = Path(bundle_dir) / MANIFEST_NAME
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ManifestError(f"{path}: no manifest; is {bundle_dir} a bundle?") from None
-        except OSError as exc:
-            raise ManifestError(f"{path}: cannot read: {exc}") from exc
-        return cls.from_bytes(raw, source=str(path))
+        return cls.from_bytes(read_manifest_bytes(bundle_dir), source=str(path))
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, source: str = MANIFEST_NAME) -> Manifest:
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{source}: not valid JSON: {exc}") from exc
-        return _parse(_Reader(doc, source))
+        return _parse(_Reader(_strict_json(raw, source), source))
+
+
+def read_manifest_bytes(bundle_dir: str | Path) -> bytes:
+    """manifest.json's bytes: a regular file of at most 1 MiB, read without blocking."""
+    path = Path(bundle_dir) / MANIFEST_NAME
+    try:
+        return read_regular(path, limit=MAX_MANIFEST_BYTES, what="the bundle's manifest")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no manifest; is {bundle_dir} a bundle?") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc}") from exc
+
+
+class _NotStrictJSON(Exception):
+    """Raised by the hooks of _strict_json; becomes a ManifestError naming the file."""
+
+
+def _strict_json(raw: bytes, source: str) -> Any:
+    """JSON without NaN or Infinity, numbers beyond double range, or a key given twice
+    (parsers disagree on which of two values counts)."""
+    try:
+        return json.loads(
+            raw,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except _NotStrictJSON as exc:
+        raise ManifestError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: nested too deeply to be a manifest") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of 4,300+ digits
+        raise ManifestError(f"{source}: not valid JSON: {exc}") from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJSON(f"{name} is not a number JSON allows, and no manifest value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotStrictJSON(f"number {text[:40]} is beyond the range of a double")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _NotStrictJSON(f"key {key[:80]!r} appears twice in one object")
+        doc[key] = value
+    return doc
 
 
 class _Reader:
@@ -117,16 +174,50 @@ class _Reader:
     def text(self, key: str) -> str:
         return self._get(key, str, "a string")  # type: ignore[no-any-return]
 
-    def integer(self, key: str, minimum: int = 0) -> int:
+    def integer(self, key: str, minimum: int = 0, maximum: int = _INT32_MAX) -> int:
         value: int = self._get(key, int, "an integer")
-        if value < minimum:
+        if not minimum <= value <= maximum:
             raise ManifestError(
-                f"{self.source}: {self.prefix}{key}: must be >= {minimum}, is {value}"
+                f"{self.source}: {self.prefix}{key}: expected an integer from {minimum} to "
+                f"{maximum}, found {_short(value)}"
             )
         return value
 
     def number(self, key: str) -> float:
-        return float(self._get(key, (int, float), "a number"))
+        return self._finite(key, self._get(key, (int, float), "a number"))
+
+    def _finite(self, key: str, value: int | float) -> float:
+        # An int from JSON can be far beyond double range; float() of it raises OverflowError.
+        try:
+            result = float(value)
+        except OverflowError:
+            result = math.inf
+        if not math.isfinite(result):
+            raise ManifestError(
+                f"{self.source}: {self.prefix}{key}: expected a finite number, "
+                f"found {_short(value)}"
+            )
+        return result
+
+    def sha256(self, key: str) -> str:
+        value = self.text(key)
+        if len(value) != 64 or not _LOWER_HEX.issuperset(value):
+            raise ManifestError(
+                f"{self.source}: {self.prefix}{key}: expected 64 lowercase hex digits, "
+                f"found {value[:80]!r}"
+            )
+        return value
+
+    def relative_path(self, key: str) -> str:
+        """A file inside the bundle: the manifest must not point anywhere else."""
+        value = self.text(key)
+        problem = path_problem(value)
+        if problem is not None:
+            raise ManifestError(
+                f"{self.source}: {self.prefix}{key}: expected a relative path inside the "
+                f"bundle, found {value[:200]!r}, which {problem}"
+            )
+        return value
 
     def items(self, key: str, item: type, *, optional: bool = False) -> tuple[Any, ...] | None:
         if optional and self.doc.get(key) is None:
@@ -139,7 +230,14 @@ class _Reader:
             if not ok:
                 raise ManifestError(
                     f"{self.source}: {self.prefix}{key}[{i}]: expected {item.__name__}, "
-                    f"found {value!r}"
+                    f"found {_short(value)}"
+                )
+            if item is float:
+                values[i] = self._finite(f"{key}[{i}]", value)
+            elif item is int and not 0 <= value <= _INT32_MAX:
+                raise ManifestError(
+                    f"{self.source}: {self.prefix}{key}[{i}]: expected an integer from 0 to "
+                    f"{_INT32_MAX}, found {_short(value)}"
                 )
         return tuple(values)
 
@@ -150,6 +248,12 @@ class _Reader:
         return _Reader(self.mapping(key), self.source, f"{self.prefix}{key}.")
 
 
+def _short(value: Any) -> str:
+    """repr of a value from the manifest, cut short: a hostile one can be a megabyte long."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _parse(r: _Reader) -> Manifest:
     version = r.integer("schema_version")
     if version != SCHEMA_VERSION:
@@ -158,7 +262,7 @@ def _parse(r: _Reader) -> Manifest:
             f"(this runtime reads version {SCHEMA_VERSION})"
         )
     m = r.child("model")
-    model = ModelSource(m.text("name"), m.text("file"), m.text("sha256"), m.text("format"))
+    model = ModelSource(m.text("name"), m.text("file"), m.sha256("sha256"), m.text("format"))
     targets = {}
     for triple in r.mapping("targets"):
         t = r.child("targets").child(triple)
@@ -166,9 +270,9 @@ def _parse(r: _Reader) -> Manifest:
         if parity is not None and not isinstance(parity, dict):
             raise ManifestError(f"{r.source}: targets.{triple}.parity: expected an object")
         targets[triple] = TargetLibrary(
-            file=t.text("file"),
-            sha256=t.text("sha256"),
-            size=t.integer("size"),
+            file=t.relative_path("file"),
+            sha256=t.sha256("sha256"),
+            size=t.integer("size", 1, MAX_LIBRARY_BYTES),
             compiler=t.text("compiler"),
             compiler_version=t.text("compiler_version"),
             flags=t.items("flags", str) or (),
@@ -211,8 +315,5 @@ def _check_consistency(m: Manifest, source: str) -> None:
         problems.append(f"{len(m.feature_types)} feature_types for num_feature {m.num_feature}")
     if len(m.base_score) != m.num_output:
         problems.append(f"{len(m.base_score)} base_score values for num_output {m.num_output}")
-    for triple, lib in m.targets.items():
-        if lib.file.startswith("/") or ".." in lib.file.split("/"):
-            problems.append(f"targets.{triple}.file {lib.file!r} leaves the bundle")
     if problems:
         raise ManifestError(f"{source}: inconsistent: " + "; ".join(problems))

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ManifestError, MetadataMismatchError, NoLibraryForPlatformError
+from .files import MAX_LIBRARY_BYTES
 from .inputs import PLAIN_NUMBERS, to_batch
-from .integrity import CHECKSUMS_NAME, read_checksums, verify_file
+from .integrity import check_checksums_cover, read_sealed_manifest, read_verified
 from .manifest import MANIFEST_NAME, Manifest
-from .native import NativeLibrary, from_buffer, new, open_library, unpack
+from .native import NativeLibrary, from_buffer, load_library, new, runtime_abi_version, unpack
 from .targets import host_target
 
 __all__ = ["Model"]
@@ -67,18 +68,17 @@ class Model:
         """Load ``bundle`` for this machine (or for ``target``), refusing anything that differs.
 
         Checks, in order: the manifest's sha256 (SHA256SUMS), the manifest schema, that a
-        library exists for the target, the library's sha256, and the library's own metadata
-        (ABI version, feature count, output count, threshold type, model hash, backend).
+        library exists for the target, that SHA256SUMS and the manifest agree on every
+        library, the manifest's ABI version, the library's size and sha256, that it is a
+        whole ELF shared object, and the library's own metadata (ABI version, feature count,
+        output count, threshold type, model hash, backend).
+
+        Each file is read once, and what is checked is what is used: the manifest is parsed
+        from the bytes that were hashed, and the library is loaded from a private copy of
+        the bytes that were hashed, never from the bundle's file (see native.load_library).
         """
         path = Path(bundle)
-        if not (path / MANIFEST_NAME).is_file():
-            raise ManifestError(f"{path / MANIFEST_NAME}: no manifest; is {path} a bundle?")
-        sums = read_checksums(path)
-        if MANIFEST_NAME not in sums:
-            raise ManifestError(f"{path / CHECKSUMS_NAME}: does not list {MANIFEST_NAME}")
-        verify_file(path, MANIFEST_NAME, sums[MANIFEST_NAME], recorded_in=CHECKSUMS_NAME)
-        manifest = Manifest.read(path)
-
+        manifest, sums = read_sealed_manifest(path)
         if target is None:
             try:
                 target = host_target()
@@ -91,9 +91,25 @@ class Model:
                 f"{sorted(manifest.targets) or 'none'}. Rebuild with "
                 f"`edgeboost compile ... --target {target}`"
             )
-        verify_file(path, library.file, library.sha256, recorded_in=MANIFEST_NAME)
-        native = open_library(path / library.file)
+        check_checksums_cover(path, sums, manifest.targets, loaded=target)
+        _check_manifest_abi(manifest, path)
+        image = read_verified(
+            path,
+            library.file,
+            library.sha256,
+            recorded_in=MANIFEST_NAME,
+            limit=MAX_LIBRARY_BYTES,
+            key=f"targets.{target}.file",
+            expected_size=library.size,
+        )
+        native = load_library(image, path / library.file)
         _check_library_metadata(native, manifest)
+        # Last, as the least telling: the hash matched, so only the manifest's size is wrong.
+        if len(image) != library.size:
+            raise ManifestError(
+                f"{path / MANIFEST_NAME}: targets.{target}.size: expected {len(image):,} "
+                f"(the size of {library.file}, whose sha256 matches), found {library.size:,}"
+            )
         return cls(manifest=manifest, native=native, path=path, target=target)
 
     @property
@@ -211,6 +227,16 @@ def _learn_numpy() -> None:
 
     _float32, _empty = numpy.dtype("float32"), numpy.empty
     _ndarray = numpy.ndarray  # last: the fast path in predict() keys on it
+
+
+def _check_manifest_abi(manifest: Manifest, bundle: Path) -> None:
+    """Refuse a bundle built for another ABI before its library is even read."""
+    runtime = runtime_abi_version()
+    if manifest.abi_version != runtime:
+        raise ManifestError(
+            f"{bundle / MANIFEST_NAME}: abi_version: expected {runtime} (the ABI this runtime "
+            f"speaks), found {manifest.abi_version}; rebuild the bundle with this edgeboost"
+        )
 
 
 def _check_library_metadata(native: NativeLibrary, manifest: Manifest) -> None:
