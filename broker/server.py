@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
@@ -116,16 +115,7 @@ class Broker:
     ) -> list[SubscriptionInfo]:
         """Block until ``predicate(subscriptions)`` holds, for example after a client closed a
         stream; raise TimeoutError otherwise. Woken by changes, not by polling."""
-        deadline = time.monotonic() + timeout
-        with self._hub.changed:
-            while not predicate(list(self._hub.view)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"subscriptions did not reach the expected state: {self._hub.view}"
-                    )
-                self._hub.changed.wait(remaining)
-            return list(self._hub.view)
+        return self._hub.wait_for(predicate, timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -310,8 +310,8 @@ class ClientSession:
             self._options.hub.remove(subscription)
 
     def _drop_subscriptions(self) -> None:
-        for subscription in self._streams.values():
-            self._options.hub.remove(subscription)
+        # One batch: removing them one by one used to rebuild the hub's view each time.
+        self._options.hub.remove_all(self._streams.values())
         self._streams.clear()
 
 

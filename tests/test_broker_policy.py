@@ -19,6 +19,7 @@ from edgeboost.broker.messages import (
     subscription_event,
 )
 from edgeboost.broker.policy import compile_resource
+from edgeboost.broker.pubsub import RECEIVE_ALL_MESSAGES, PubSubHub, Subscription
 from edgeboost.broker.recipe import policy_from_recipe
 from edgeboost.broker.topics import (
     filter_matches,
@@ -26,6 +27,8 @@ from edgeboost.broker.topics import (
     publish_topic_has_wildcard,
     topic_levels,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 PUBLISH = "aws.greengrass#PublishToTopic"
 SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
@@ -59,6 +62,41 @@ SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
 )
 def test_filter_matching_follows_the_nucleus(topic_filter: str, topic: str, expected: bool) -> None:
     assert filter_matches(topic_levels(topic_filter), topic_levels(topic)) is expected
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.streams: list[int] = []
+
+    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
+        self.streams.append(stream_id)
+
+
+_LEVEL = st.sampled_from(["a", "b", "", "+", "#", "a+"])
+
+
+@given(
+    filters=st.lists(st.lists(_LEVEL, max_size=4).map("/".join), max_size=12),
+    topic=st.lists(st.sampled_from(["a", "b", ""]), max_size=4).map("/".join),
+    dropped=st.sets(st.integers(0, 11)),
+)
+def test_the_hub_index_delivers_what_a_full_scan_would(
+    filters: list[str], topic: str, dropped: set[int]
+) -> None:
+    """Exact filters are looked up and wildcard ones scanned; together, in subscription order,
+    they must give the same streams as matching every live filter."""
+    hub, sink = PubSubHub(), _Recorder()
+    subscriptions = [
+        Subscription("C", f, RECEIVE_ALL_MESSAGES, sink, n + 1) for n, f in enumerate(filters)
+    ]
+    for subscription in subscriptions:
+        hub.add(subscription)
+    hub.remove_all(s for n, s in enumerate(subscriptions) if n in dropped)
+    live = [s for n, s in enumerate(subscriptions) if n not in dropped]
+    expected = [s.stream_id for s in live if filter_matches(s.levels, topic_levels(topic))]
+    assert hub.publish(topic, "P", b"{}") == len(expected)
+    assert sink.streams == expected
+    assert [info.stream_id for info in hub.view] == [s.stream_id for s in live]
 
 
 def test_topic_levels_use_java_split_semantics() -> None:
