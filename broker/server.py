@@ -18,6 +18,9 @@ import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
+from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
+from edgeboost.broker.limits import Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
 from edgeboost.broker.session import ClientSession, SessionOptions
@@ -45,10 +48,16 @@ class Broker:
     """A local stand-in for the Nucleus's IPC pub/sub.
 
     ``components`` maps each auth token (what a component gets as ``SVCUID``) to that
-    component's policy. ``max_pending_frames`` bounds each client's unsent frames; a client that
-    falls further behind is disconnected rather than allowed to slow the others down.
-    ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into doubles on the way
-    through (``7`` arrives as ``7.0``); turn it off only to test code that must not care.
+    component's policy. ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into
+    doubles on the way through (``7`` arrives as ``7.0``); turn it off only to test code that
+    must not care.
+
+    Limits (see :mod:`edgeboost.broker.limits`): ``max_pending_frames`` bounds each client's
+    unsent frames; a client that falls further behind is disconnected rather than allowed to
+    slow the others down. A connection must have CONNECT accepted within ``login_timeout``
+    seconds, and every frame must arrive whole within ``frame_timeout`` of its first byte.
+    Frames may be up to ``max_frame_size`` bytes (the Nucleus's 16 MiB); frames still arriving
+    hold at most ``max_partial_bytes`` across all connections (beyond that, readers wait).
     """
 
     def __init__(
@@ -59,6 +68,10 @@ class Broker:
         max_pending_frames: int = 1024,
         numbers_as_doubles: bool = True,
         flush_timeout: float = 2.0,
+        login_timeout: float = 10.0,
+        frame_timeout: float = 10.0,
+        max_frame_size: int = MAX_MESSAGE_SIZE,
+        max_partial_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._path = os.path.abspath(os.fspath(socket_path))
         check_socket_path(self._path)
@@ -69,12 +82,16 @@ class Broker:
                 raise TypeError(
                     f"token {token!r} must map to a ComponentPolicy, got {type(policy).__name__}"
                 )
-        if max_pending_frames < 1:
-            raise ValueError("max_pending_frames must be at least 1")
+        self._limits = Limits(
+            max_pending_frames=max_pending_frames,
+            flush_timeout=flush_timeout,
+            login_timeout=login_timeout,
+            frame_timeout=frame_timeout,
+            max_frame_size=max_frame_size,
+            max_partial_bytes=max_partial_bytes,
+        )
         self._components = dict(components)
-        self._max_pending_frames = max_pending_frames
         self._numbers_as_doubles = numbers_as_doubles
-        self._flush_timeout = flush_timeout
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._hub = PubSubHub()
@@ -209,9 +226,9 @@ class Broker:
         options = SessionOptions(
             components=self._components,
             hub=self._hub,
-            max_pending_frames=self._max_pending_frames,
             numbers_as_doubles=self._numbers_as_doubles,
-            flush_timeout=self._flush_timeout,
+            limits=self._limits,
+            read_budget=ByteBudget(self._limits.max_partial_bytes),
         )
         sessions: set[asyncio.Task[None]] = set()
 

@@ -18,8 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgeboost.broker import rpc
+from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
-from edgeboost.broker.eventstream import FrameDecoder, FrameError, Message, MessageFlag, MessageType
+from edgeboost.broker.eventstream import FrameError, Message, MessageFlag, MessageType
+from edgeboost.broker.framereader import FrameReader, ReadTimeout
+from edgeboost.broker.limits import Limits
 from edgeboost.broker.messages import parse_request
 from edgeboost.broker.operations import OPERATIONS, OperationContext, Reply
 from edgeboost.broker.policy import ComponentPolicy
@@ -39,9 +42,9 @@ class SessionOptions:
 
     components: Mapping[str, ComponentPolicy]  # by auth token (SVCUID)
     hub: PubSubHub
-    max_pending_frames: int
     numbers_as_doubles: bool
-    flush_timeout: float
+    limits: Limits
+    read_budget: ByteBudget  # for frames still arriving, shared by all sessions
 
 
 class ClientSession:
@@ -55,7 +58,7 @@ class ClientSession:
         self._reader = reader
         self._writer = writer
         self._options = options
-        self._decoder = FrameDecoder()
+        self._frames = FrameReader(reader, options.read_budget, options.limits)
         self._number = next(_session_numbers)
         self._component: ComponentPolicy | None = None
         self._last_stream_id = 0
@@ -78,6 +81,7 @@ class ClientSession:
         finally:
             # Synchronous part first: it must all happen even if the broker cancels us below.
             self._drop_subscriptions()
+            self._frames.close()
             writer_task.cancel()
             self._writer.close()
             logger.info("%s: disconnected", self)
@@ -89,7 +93,7 @@ class ClientSession:
         """Let a final CONNECT_ACK or PROTOCOL_ERROR reach the peer before closing."""
         self._closing = True
         self._wakeup.set()
-        timeout = self._options.flush_timeout
+        timeout = self._options.limits.flush_timeout
         try:
             await asyncio.wait_for(asyncio.shield(writer_task), timeout)
         except asyncio.TimeoutError:
@@ -109,7 +113,7 @@ class ClientSession:
     def _enqueue(self, frame: bytes) -> None:
         if self._aborted:
             return
-        if len(self._pending) >= self._options.max_pending_frames:
+        if len(self._pending) >= self._options.limits.max_pending_frames:
             self._abort(
                 f"{len(self._pending)} frames waiting to be read; the client is too slow or stuck"
             )
@@ -146,16 +150,17 @@ class ClientSession:
     async def _read_loop(self) -> None:
         while not self._closing:
             try:
-                data = await self._reader.read(_READ_SIZE)
+                messages = await self._frames.read()
             except OSError as exc:
                 logger.info("%s: read failed: %s", self, exc)
                 return
-            if not data:
-                return
-            try:
-                messages = self._decoder.feed(data)
             except FrameError as exc:
-                logger.warning("%s: corrupt frame, closing the connection: %s", self, exc)
+                logger.warning("%s: bad frame, closing the connection: %s", self, exc)
+                return
+            except ReadTimeout as exc:
+                logger.warning("%s: closing the connection: %s", self, exc)
+                return
+            if not messages:
                 return
             for message in messages:
                 self._route(message)
@@ -198,6 +203,7 @@ class ClientSession:
             self._reject_connect()
             return
         self._component = component
+        self._frames.logged_in()
         self._enqueue(rpc.connect_ack(accepted=True))
         logger.info("%s: connected", self)
 

@@ -5,20 +5,31 @@ below what the broker did before the matching fix."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import struct
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from edgeboost.broker import Broker
-from edgeboost.broker.eventstream import Header, MessageType, encode_message
+from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE, Header, MessageType, encode_message
+from edgeboost.broker.limits import LOGIN_FRAME_SIZE
 from edgeboost.broker.pubsub import RECEIVE_ALL_MESSAGES, PubSubHub, Subscription
 
+from . import test_broker_cli as cli_tests
 from . import test_broker_protocol as protocol
 from .test_broker_protocol import PUBLISH, SUBSCRIBE, RawClient, header_value
 
-socket_path = protocol.socket_path  # fixtures shared with the protocol tests
+socket_path = protocol.socket_path  # fixtures shared with the other broker tests
 start_broker = protocol.start_broker
+workdir = cli_tests.workdir
 
 MANY = 100_000
 
@@ -130,3 +141,182 @@ def test_closing_a_connection_with_100k_subscriptions_does_not_freeze_the_others
             thread.join(10)
         assert closed < 10, f"dropping {MANY} subscriptions took {closed:.1f} s"
         assert max(round_trips) < 1.0, f"slowest round trip {max(round_trips):.2f} s"
+
+
+# -- logging in, and frames that never finish ----------------------------------------------------
+
+
+def _prelude(total: int) -> bytes:
+    """The 12-byte prelude of a frame declaring ``total`` bytes (no headers)."""
+    head = struct.pack(">II", total, 0)
+    return head + struct.pack(">I", zlib.crc32(head))
+
+
+def _closed_within(client: RawClient, seconds: float) -> float:
+    """Wait for the broker to close ``client``'s connection; return how long it took."""
+    started = time.monotonic()
+    client.sock.settimeout(seconds)
+    client.assert_closed_by_broker()
+    return time.monotonic() - started
+
+
+def test_a_connection_that_never_logs_in_is_closed(start_broker: Callable[..., Broker]) -> None:
+    broker = start_broker(login_timeout=0.3)
+    path = Path(broker.socket_path)
+    with RawClient(path) as silent, RawClient(path) as partial, RawClient(path) as good:
+        partial.sock.sendall(_prelude(100) + b"half a CONNECT")
+        good.connect()
+        assert _closed_within(silent, 5) < 3
+        assert _closed_within(partial, 5) < 3
+        time.sleep(0.3)  # well past the login timeout: a logged-in client is not affected
+        good.send(MessageType.PING)
+        assert header_value(good.receive(), ":message-type") == MessageType.PING_RESPONSE
+
+
+def test_a_frame_that_stalls_halfway_is_dropped(start_broker: Callable[..., Broker]) -> None:
+    broker = start_broker(frame_timeout=0.3)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect()
+        time.sleep(0.4)  # idle between frames is fine
+        client.sock.sendall(_prelude(1000) + bytes(100))
+        assert _closed_within(client, 5) < 3
+
+
+def test_frames_over_the_limits_are_refused_at_the_prelude(
+    start_broker: Callable[..., Broker],
+) -> None:
+    broker = start_broker(max_frame_size=LOGIN_FRAME_SIZE * 2)
+    path = Path(broker.socket_path)
+    with RawClient(path) as early:
+        early.sock.sendall(_prelude(LOGIN_FRAME_SIZE + 1))  # before CONNECT: 64 KiB at most
+        assert _closed_within(early, 5) < 3
+    with RawClient(path) as late:
+        late.connect()
+        late.sock.sendall(_prelude(LOGIN_FRAME_SIZE * 2 + 1))
+        assert _closed_within(late, 5) < 3
+    with RawClient(path) as fine:  # a frame at the limit is read
+        fine.connect()
+        fine.send(MessageType.PING, payload=bytes(LOGIN_FRAME_SIZE * 2 - 200))
+        assert header_value(fine.receive(), ":message-type") == MessageType.PING_RESPONSE
+
+
+def test_stalled_partial_frames_share_one_budget(start_broker: Callable[..., Broker]) -> None:
+    """Big frames still arriving hold at most max_partial_bytes in all; a frame that does not
+    fit waits its turn (the broker stops reading it) and small frames are never held up."""
+    frame = LOGIN_FRAME_SIZE * 2
+    broker = start_broker(max_frame_size=frame, max_partial_bytes=frame * 2)
+    path = Path(broker.socket_path)
+    with (
+        RawClient(path) as first,
+        RawClient(path) as second,
+        RawClient(path) as waiting,
+        RawClient(path) as small,
+    ):
+        for client in (first, second, waiting, small):
+            client.connect()
+        for holder in (first, second):
+            holder.sock.sendall(_prelude(frame) + bytes(1000))  # takes a share, then stalls
+        time.sleep(0.2)
+        waiting.send(MessageType.PING, payload=bytes(frame - 200))
+        small.send(MessageType.PING, payload=b"small")
+        assert small.receive().payload == b"small"
+        waiting.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            waiting.receive()  # the budget is spent on the two stalled frames
+        first.sock.close()  # gives its share back
+        waiting.sock.settimeout(5)
+        assert len(waiting.receive().payload) == frame - 200
+
+
+def test_byte_budget_is_first_come_first_served() -> None:
+    async def scenario() -> list[str]:
+        budget, order = ByteBudget(10), []
+
+        async def take(name: str, size: int) -> None:
+            await budget.take(size)
+            order.append(name)
+
+        await budget.take(8)
+        big = asyncio.create_task(take("big", 6))
+        small = asyncio.create_task(take("small", 1))  # fits now, but queues behind "big"
+        cancelled = asyncio.create_task(take("cancelled", 5))
+        await asyncio.sleep(0)
+        assert order == [] and budget.free == 2
+        cancelled.cancel()
+        budget.give(8)
+        await asyncio.gather(big, small, cancelled, return_exceptions=True)
+        assert budget.free == 3
+        with pytest.raises(ValueError):
+            await budget.take(11)
+        return order
+
+    assert asyncio.run(scenario()) == ["big", "small"]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+@pytest.mark.parametrize("logged_in", [False, True], ids=["before-CONNECT", "after-CONNECT"])
+def test_twenty_stalled_max_size_frames_do_not_exhaust_memory(
+    workdir: Path, logged_in: bool
+) -> None:
+    """Twenty connections each start a 16 MiB frame, send all of it but the last byte, and
+    stall. Before: the broker grew by 323 MiB either way. Now a frame over 64 KiB is refused
+    before CONNECT, and after CONNECT such frames share one 64 MiB budget."""
+    sock = workdir / "ipc.sock"
+    command = [
+        *(sys.executable, "-m", "edgeboost.broker", "--socket", str(sock)),
+        *("--recipe", f"{cli_tests._recipe(workdir, 'com.example.A')}:tok-a"),
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as broker:
+        try:
+            assert broker.stdout is not None
+            assert "listening" in broker.stdout.readline()
+            before = _rss_mib(broker.pid)
+
+            def attack(client: RawClient) -> None:
+                if logged_in:
+                    client.connect()
+                client.sock.settimeout(3)  # the broker stops reading; give up then
+                with contextlib.suppress(OSError):
+                    client.sock.sendall(_prelude(MAX_MESSAGE_SIZE) + body)
+
+            body = bytes(MAX_MESSAGE_SIZE - 13)
+            clients = [RawClient(sock) for _ in range(20)]
+            threads = [threading.Thread(target=attack, args=(c,)) for c in clients]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            time.sleep(0.5)
+            growth = _rss_mib(broker.pid) - before
+            assert cli_tests._connect_accepted(str(sock), "tok-a")  # still serving
+            for client in clients:
+                client.sock.close()
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    limit = 112 if logged_in else 16  # the 64 MiB budget plus interpreter slack
+    assert growth < limit, f"the broker grew by {growth:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"login_timeout": 0}, "login_timeout must be positive"),
+        ({"max_frame_size": MAX_MESSAGE_SIZE + 1}, "max_frame_size must be"),
+        ({"max_frame_size": 1000}, "max_frame_size must be"),
+        ({"max_partial_bytes": MAX_MESSAGE_SIZE - 1}, "at least one max_frame_size"),
+        ({"max_pending_frames": 0}, "at least 1"),
+    ],
+)
+def test_limits_are_checked(tmp_path: Path, options: dict[str, float], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Broker(tmp_path / "s", protocol.COMPONENTS, **options)  # type: ignore[arg-type]
