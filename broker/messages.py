@@ -21,6 +21,7 @@ from edgeboost.broker.rpc import dump_json
 __all__ = [
     "PublishMessage",
     "as_doubles",
+    "auth_token",
     "optional_string",
     "parse_publish_message",
     "parse_request",
@@ -42,11 +43,24 @@ def parse_request(payload: bytes) -> dict[str, Any]:
     """The request payload as a JSON object (strict JSON: no NaN or Infinity)."""
     try:
         document = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: nested deeper than Python's stack allows (say 100k '[').
         raise MalformedRequest(f"request payload is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise MalformedRequest("request payload must be a JSON object")
     return document
+
+
+def auth_token(payload: bytes) -> str | None:
+    """``authToken`` from a CONNECT payload, or None for anything else: not UTF-8, not JSON,
+    nested too deep, not an object, or a token that is not a non-empty string. The Nucleus
+    refuses all of these the same way (CONNECT_ACK without the accepted flag, then close)."""
+    try:
+        document = parse_request(payload)
+    except MalformedRequest:
+        return None
+    token = document.get("authToken")
+    return token if isinstance(token, str) and token else None
 
 
 def _reject_constant(name: str) -> Any:
@@ -75,7 +89,7 @@ def parse_publish_message(raw: Any, *, numbers_as_doubles: bool) -> PublishMessa
         if not isinstance(document, dict):
             # The Nucleus deserializes this field as Map<String, Object>; anything else fails there.
             raise MalformedRequest("jsonMessage.message must be a JSON object")
-        json_message = as_doubles(document) if numbers_as_doubles else document
+        json_message = _as_doubles(document) if numbers_as_doubles else document
     binary_message = None
     if binary_part is not None:
         encoded = _member_message(binary_part, "binaryMessage")
@@ -101,6 +115,14 @@ def _decode_base64(encoded: str) -> bytes:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedRequest(f"binaryMessage.message is not valid base64: {exc}") from exc
+
+
+def _as_doubles(document: dict[str, Any]) -> dict[str, Any]:
+    try:
+        converted: dict[str, Any] = as_doubles(document)
+    except RecursionError as exc:  # parsed, but with little stack to spare
+        raise MalformedRequest("jsonMessage.message is nested too deeply") from exc
+    return converted
 
 
 def as_doubles(value: Any) -> Any:
@@ -129,4 +151,7 @@ def subscription_event(message: PublishMessage, topic: str) -> bytes:
     if message.binary_message is not None:
         encoded = base64.b64encode(message.binary_message).decode("ascii")
         event["binaryMessage"] = {"message": encoded, "context": context}
-    return dump_json(event)
+    try:
+        return dump_json(event)
+    except RecursionError as exc:  # parsed, but with little stack to spare
+        raise MalformedRequest("jsonMessage.message is nested too deeply") from exc

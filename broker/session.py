@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
 from edgeboost.broker.eventstream import FrameError, Message, MessageFlag, MessageType
 from edgeboost.broker.framereader import FrameReader, ReadTimeout
 from edgeboost.broker.limits import Limits
-from edgeboost.broker.messages import parse_request
+from edgeboost.broker.messages import auth_token, parse_request
 from edgeboost.broker.operations import OPERATIONS, OperationContext, Reply
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, Subscription
@@ -196,7 +195,7 @@ class ClientSession:
             )
             self._reject_connect()
             return
-        token = _auth_token(message.payload)
+        token = auth_token(message.payload)
         component = self._options.components.get(token) if token else None
         if component is None:
             logger.warning("%s: CONNECT with an unknown or missing authToken", self)
@@ -323,13 +322,3 @@ class ClientSession:
 
 def _error_frame(stream_id: int, error: IpcError) -> bytes:
     return rpc.application_error(stream_id, error.model_type(), rpc.dump_json(error.payload()))
-
-
-def _auth_token(payload: bytes) -> str | None:
-    """``authToken`` from a CONNECT payload, or None if the payload is not that shape."""
-    try:
-        document = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    token = document.get("authToken") if isinstance(document, dict) else None
-    return token if isinstance(token, str) and token else None

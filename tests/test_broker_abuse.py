@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import subprocess
 import sys
@@ -320,3 +321,56 @@ def test_twenty_stalled_max_size_frames_do_not_exhaust_memory(
 def test_limits_are_checked(tmp_path: Path, options: dict[str, float], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         Broker(tmp_path / "s", protocol.COMPONENTS, **options)  # type: ignore[arg-type]
+
+
+# -- hostile JSON ------------------------------------------------------------------------------
+
+
+def test_a_connect_too_big_to_be_one_is_closed_quietly(
+    start_broker: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = start_broker()
+    with RawClient(Path(broker.socket_path)) as client:
+        client.send(
+            MessageType.CONNECT,
+            headers=(Header.string(":version", "0.1.0"),),
+            payload=b"[" * 100_000,  # over the 64 KiB allowed before CONNECT
+        )
+        client.assert_closed_by_broker()
+    broker.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_deeply_nested_requests_are_refused_not_crashed_on(
+    start_broker: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """However deep the JSON, a request is either served or refused as the Nucleus refuses
+    what it cannot deserialize (a bare InternalServerError); never a traceback."""
+    broker = start_broker()
+    limit = sys.getrecursionlimit()
+    depths = [100_000, *range(50, limit + 100, 50)]  # across where each step gives up
+    template = '{"topic": "t", "publishMessage": {"jsonMessage": {"message": {"a": %s}}}}'
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect()
+        client.call(SUBSCRIBE, {"topic": "t"})
+        client.receive()
+        outcomes = {}
+        for depth in depths:
+            nested = "[" * depth + "]" * depth
+            stream_id = client.call_raw(PUBLISH, (template % nested).encode())
+            reply = client.receive()
+            if header_value(reply, ":stream-id") != stream_id:  # the event came first
+                assert header_value(reply, "service-model-type") == (
+                    "aws.greengrass#SubscriptionResponseMessage"
+                )
+                reply = client.receive()
+            outcomes[depth] = header_value(reply, "service-model-type") or reply.payload.decode()
+        assert set(outcomes.values()) == {
+            "aws.greengrass#PublishToTopicResponse",
+            "InternalServerError",
+        }, outcomes
+        assert outcomes[100_000] == "InternalServerError"
+        client.send(MessageType.PING)
+        assert header_value(client.receive(), ":message-type") == MessageType.PING_RESPONSE
+    broker.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

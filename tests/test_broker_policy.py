@@ -14,6 +14,7 @@ from edgeboost.broker import ComponentPolicy, PolicyError, RecipeError, load_rec
 from edgeboost.broker.errors import MalformedRequest, ServiceError
 from edgeboost.broker.messages import (
     as_doubles,
+    auth_token,
     parse_publish_message,
     parse_request,
     subscription_event,
@@ -363,11 +364,18 @@ def test_bad_publish_messages(publish_message: Any, error: type[Exception], reas
 
 
 @pytest.mark.parametrize(
-    "payload", [b"", b"[]", b"{bad", b'{"x": NaN}', b"\xff\xfe", b'{"x": Infinity}']
+    "payload",
+    [b"", b"[]", b"{bad", b'{"x": NaN}', b"\xff\xfe", b'{"x": Infinity}', b"[" * 100_000],
 )
 def test_requests_must_be_strict_json_objects(payload: bytes) -> None:
     with pytest.raises(MalformedRequest):
         parse_request(payload)
+
+
+def test_auth_token_only_from_an_object_with_a_string_token() -> None:
+    assert auth_token(b'{"authToken": "tok"}') == "tok"
+    for payload in (b'{"authToken": 5}', b'{"authToken": ""}', b'"tok"', b"[" * 100_000, b"{"):
+        assert auth_token(payload) is None
 
 
 def test_the_inference_component_recipe_template_loads() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import tempfile
 import uuid
@@ -127,6 +128,10 @@ class RawClient:
 
     def call(self, operation: str, request: dict[str, Any], stream_id: int | None = None) -> int:
         """Open a stream with an operation request; return its stream id."""
+        return self.call_raw(operation, json.dumps(request).encode(), stream_id)
+
+    def call_raw(self, operation: str, payload: bytes, stream_id: int | None = None) -> int:
+        """Like :meth:`call` with the request payload as given (any bytes)."""
         if stream_id is None:
             stream_id = self._next_stream
         self._next_stream = stream_id + 1
@@ -138,7 +143,7 @@ class RawClient:
                 Header.string("service-model-type", f"{operation}Request"),
                 Header.string("operation", operation),
             ),
-            payload=json.dumps(request).encode(),
+            payload=payload,
         )
         return stream_id
 
@@ -169,10 +174,22 @@ def test_connect_ping_and_header_layout(start_broker: Callable[..., Broker]) -> 
         ("0.1.0", b'{"authToken": "nope"}'),
         ("0.1.0", b"not json"),
         ("0.1.0", b'{"token": "tok-a"}'),
+        ("0.1.0", b"[" * 60_000),  # nested past Python's recursion limit
+        ("0.1.0", b"[1]"),
+        ("0.1.0", b'"tok-a"'),
+        ("0.1.0", b'{"authToken": 5}'),
+        ("0.1.0", b'{"authToken": ["tok-a"]}'),
+        ("0.1.0", b'{"authToken": ""}'),
+        ("0.1.0", b'{"authToken": "tok-a"'),
+        ("0.1.0", b"\xff\xfe"),
+        ("0.1.0", b""),
     ],
 )
 def test_bad_connect_is_refused_then_closed(
-    start_broker: Callable[..., Broker], version: str, payload: bytes
+    start_broker: Callable[..., Broker],
+    caplog: pytest.LogCaptureFixture,
+    version: str,
+    payload: bytes,
 ) -> None:
     # The broker waits up to flush_timeout for a refused client to hang up; this one does not.
     broker = start_broker(flush_timeout=0.2)
@@ -184,6 +201,8 @@ def test_bad_connect_is_refused_then_closed(
         assert header_value(ack, ":message-type") == MessageType.CONNECT_ACK
         assert header_value(ack, ":message-flags") == 0
         client.assert_closed_by_broker()
+    broker.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_connection_rules(start_broker: Callable[..., Broker]) -> None:
