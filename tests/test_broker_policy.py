@@ -15,6 +15,7 @@ from edgeboost.broker.errors import MalformedRequest, ServiceError
 from edgeboost.broker.messages import (
     as_doubles,
     auth_token,
+    check_publish_message,
     parse_publish_message,
     parse_request,
     subscription_event,
@@ -163,6 +164,14 @@ def test_operations_must_match_unless_star() -> None:
     assert _policy(["*"], ["t"]).is_authorized(SUBSCRIBE, "t")
     assert not ComponentPolicy("Nobody").is_authorized(PUBLISH, "t")
     assert ComponentPolicy.allow_all("Everyone").is_authorized(SUBSCRIBE, "any/thing")
+
+
+def test_a_missing_topic_is_granted_by_any_policy_for_the_operation() -> None:
+    # The Nucleus's WildcardTrie matches a null resource, even for a policy without resources.
+    assert _policy([PUBLISH], []).grants(PUBLISH)
+    assert _policy(["*"], ["t"]).grants(SUBSCRIBE)
+    assert not _policy([PUBLISH], ["*"]).grants(SUBSCRIBE)
+    assert not ComponentPolicy("Nobody").grants(PUBLISH)
 
 
 def test_denial_uses_the_nucleus_wording() -> None:
@@ -333,34 +342,67 @@ def test_integers_become_doubles_like_the_nucleus() -> None:
 
 
 def test_subscription_event_shapes() -> None:
-    message = parse_publish_message(
-        {"jsonMessage": {"message": {"a": 1}}, "binaryMessage": {"message": "eA"}},
-        numbers_as_doubles=False,
+    json_message = parse_publish_message(
+        {"jsonMessage": {"message": {"a": 1}}}, numbers_as_doubles=False
     )
-    assert json.loads(subscription_event(message, "t/1")) == {
-        "jsonMessage": {"message": {"a": 1}, "context": {"topic": "t/1"}},
-        "binaryMessage": {"message": "eA==", "context": {"topic": "t/1"}},
+    binary_message = parse_publish_message(
+        {"binaryMessage": {"message": "eA"}}, numbers_as_doubles=False
+    )
+    assert json_message is not None and binary_message is not None
+    assert json.loads(subscription_event(json_message, "t/1")) == {
+        "jsonMessage": {"message": {"a": 1}, "context": {"topic": "t/1"}}
+    }
+    assert json.loads(subscription_event(binary_message, "t/1")) == {
+        "binaryMessage": {"message": "eA==", "context": {"topic": "t/1"}}
     }
     # Compact, as Gson writes it.
-    assert subscription_event(message, "t/1").startswith(b'{"jsonMessage":{"message":{"a":1}')
+    assert subscription_event(json_message, "t/1") == (
+        b'{"jsonMessage":{"message":{"a":1},"context":{"topic":"t/1"}}}'
+    )
 
 
 @pytest.mark.parametrize(
-    ("publish_message", "error", "reason"),
+    ("publish_message", "reason"),
     [
-        (None, ServiceError, "publishMessage is required"),
-        ({}, ServiceError, "must set jsonMessage or binaryMessage"),
-        ({"jsonMessage": {}}, ServiceError, "jsonMessage.message is required"),
-        ({"jsonMessage": {"message": [1, 2]}}, MalformedRequest, "must be a JSON object"),
-        ({"jsonMessage": "x"}, MalformedRequest, "must be an object"),
-        ({"binaryMessage": {"message": "*not base64*"}}, MalformedRequest, "not valid base64"),
-        ({"binaryMessage": {"message": 5}}, MalformedRequest, "base64 string"),
-        ([], MalformedRequest, "must be an object"),
+        ({"jsonMessage": {"message": [1, 2]}}, "must be a JSON object"),
+        ({"jsonMessage": "x"}, "must be an object"),
+        ({"binaryMessage": {"message": "*not base64*"}}, "not valid base64"),
+        ({"binaryMessage": {"message": 5}}, "base64 string"),
+        # A shape error in one member fails deserialization even when both are set.
+        ({"jsonMessage": {"message": {}}, "binaryMessage": {"message": "*"}}, "not valid base64"),
+        ([], "must be an object"),
     ],
 )
-def test_bad_publish_messages(publish_message: Any, error: type[Exception], reason: str) -> None:
-    with pytest.raises(error, match=reason):
+def test_publish_messages_the_nucleus_cannot_deserialize(publish_message: Any, reason: str) -> None:
+    with pytest.raises(MalformedRequest, match=reason):
         parse_publish_message(publish_message, numbers_as_doubles=True)
+
+
+@pytest.mark.parametrize(
+    ("publish_message", "reason"),
+    [
+        (None, "publishMessage is required"),
+        (
+            {"jsonMessage": {"message": {}}, "binaryMessage": {"message": "eA"}},
+            "More than one union member set for type: aws.greengrass#PublishMessage",
+        ),
+        ({"jsonMessage": {}, "binaryMessage": {}}, "More than one union member"),
+        ({"jsonMessage": {}}, "jsonMessage.message is required"),
+        ({"binaryMessage": {"message": None}}, "binaryMessage.message is required"),
+    ],
+)
+def test_publish_messages_the_nucleus_refuses_after_authorization(
+    publish_message: Any, reason: str
+) -> None:
+    parsed = parse_publish_message(publish_message, numbers_as_doubles=True)
+    with pytest.raises(ServiceError, match=re.escape(reason)):
+        check_publish_message(parsed)
+
+
+def test_a_publish_message_with_neither_member_is_an_empty_event() -> None:
+    for empty in ({}, {"jsonMessage": None, "binaryMessage": None}):
+        parsed = check_publish_message(parse_publish_message(empty, numbers_as_doubles=True))
+        assert subscription_event(parsed, "t") == b"{}"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeboost.broker import Broker, ComponentPolicy, SocketPathError
+from edgeboost.broker import AccessPolicy, Broker, ComponentPolicy, SocketPathError
 from edgeboost.broker.eventstream import (
     FrameDecoder,
     Header,
@@ -440,3 +440,108 @@ def test_integers_can_be_kept_as_integers(start_broker: Callable[..., Broker]) -
         event = json.loads(client.receive().payload)
         assert event["jsonMessage"]["message"] == {"id": 7}
         assert isinstance(event["jsonMessage"]["message"]["id"], int)
+
+
+RESTRICTED = {
+    "tok-r": ComponentPolicy(
+        "Restricted",
+        (
+            AccessPolicy("pub", frozenset({PUBLISH}), ("t/*",)),
+            AccessPolicy("sub", frozenset({SUBSCRIBE}), ("t/*",)),
+        ),
+    ),
+    "tok-s": ComponentPolicy("SubscribeOnly", (AccessPolicy("s", frozenset({SUBSCRIBE}), ()),)),
+}
+_BOTH = {"jsonMessage": {"message": {}}, "binaryMessage": {"message": "eA"}}
+_UNION = "More than one union member set for type: aws.greengrass#PublishMessage"
+
+
+@pytest.mark.parametrize(
+    ("token", "operation", "request_", "error", "message"),
+    [
+        # Authorization comes first: a topic the component may not use hides every other flaw.
+        ("tok-r", PUBLISH, {"topic": "denied/x", "publishMessage": _BOTH}, "Unauthorized", ""),
+        ("tok-r", PUBLISH, {"topic": "denied/x"}, "UnauthorizedError", "on resource denied/x"),
+        ("tok-r", PUBLISH, {"topic": "denied/#", "publishMessage": {}}, "Unauthorized", ""),
+        ("tok-r", SUBSCRIBE, {"topic": "denied/x", "receiveMode": "BOGUS"}, "Unauthorized", ""),
+        # The Nucleus refuses an empty resource before looking at any policy...
+        ("tok-r", PUBLISH, {"topic": "", "publishMessage": {}}, "Unauthorized", "cannot be empty"),
+        ("tok-r", SUBSCRIBE, {"topic": ""}, "UnauthorizedError", "Resource cannot be empty"),
+        # ...and lets a missing (null) one through any policy granting the operation.
+        ("tok-s", PUBLISH, {"publishMessage": {}}, "UnauthorizedError", "on resource null"),
+        ("tok-s", SUBSCRIBE, {}, "InvalidArgumentsError", "Subscribe topic must not be empty"),
+        ("tok-r", PUBLISH, {"publishMessage": {}}, "InvalidArgumentsError", "must not be null"),
+        # Then publishMessage, in the order the Nucleus reads it, before the topic's own checks.
+        ("tok-r", PUBLISH, {"publishMessage": _BOTH}, "ServiceError", _UNION),
+        ("tok-r", PUBLISH, {"topic": "t/#", "publishMessage": _BOTH}, "ServiceError", _UNION),
+        ("tok-r", PUBLISH, {"topic": "t/#"}, "ServiceError", "publishMessage is required"),
+        ("tok-r", PUBLISH, {"topic": "t/#", "publishMessage": {}}, "InvalidArguments", "wildcard"),
+    ],
+)
+def test_checks_run_in_the_nucleus_order(
+    start_broker: Callable[..., Broker],
+    token: str,
+    operation: str,
+    request_: dict[str, Any],
+    error: str,
+    message: str,
+) -> None:
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect(token)
+        client.call(operation, request_)
+        reply = client.receive()
+        assert header_value(reply, ":message-type") == MessageType.APPLICATION_ERROR
+        model_type = header_value(reply, "service-model-type")
+        assert model_type.startswith(f"aws.greengrass#{error}")
+        assert message in json.loads(reply.payload)["message"]
+
+
+def test_shape_errors_come_before_authorization(start_broker: Callable[..., Broker]) -> None:
+    """The Nucleus deserializes a request before its handler authorizes it, so a request it
+    cannot deserialize is an InternalServerError whatever the topic."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        bad = {"jsonMessage": {"message": [1]}, "binaryMessage": {"message": "eA"}}
+        client.call(PUBLISH, {"topic": "denied/x", "publishMessage": bad})
+        assert client.receive().payload == b"InternalServerError"
+
+
+def test_publish_with_neither_member_delivers_an_empty_event(
+    start_broker: Callable[..., Broker],
+) -> None:
+    """Not an error in the Nucleus: the union's check only refuses more than one member."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        client.call(SUBSCRIBE, {"topic": "t/2", "receiveMode": "RECEIVE_ALL_MESSAGES"})
+        client.receive()
+        for publish_message in ({}, {"jsonMessage": None, "binaryMessage": None}):
+            client.call(PUBLISH, {"topic": "t/2", "publishMessage": publish_message})
+            event, done = client.receive(), client.receive()
+            assert header_value(event, "service-model-type") == (
+                "aws.greengrass#SubscriptionResponseMessage"
+            )
+            assert event.payload == b"{}"
+            assert header_value(done, "service-model-type") == (
+                "aws.greengrass#PublishToTopicResponse"
+            )
+
+
+def test_an_unknown_receive_mode_is_the_default(start_broker: Callable[..., Broker]) -> None:
+    """The model's ReceiveMode.get() turns an unknown name into null, so the Nucleus applies
+    the default: for a wildcard filter, not the subscriber's own messages."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        client.call(SUBSCRIBE, {"topic": "t/+", "receiveMode": "NOT_A_MODE"})
+        assert header_value(client.receive(), ":message-flags") == 0  # subscribed
+        client.call(SUBSCRIBE, {"topic": "t/1", "receiveMode": "NOT_A_MODE"})
+        wanted = client.receive()
+        client.call(PUBLISH, {"topic": "t/1", "publishMessage": {"jsonMessage": {"message": {}}}})
+        event = client.receive()
+        assert header_value(event, ":stream-id") == header_value(wanted, ":stream-id")
+        assert header_value(client.receive(), "service-model-type") == (
+            "aws.greengrass#PublishToTopicResponse"
+        )
