@@ -24,6 +24,7 @@ class Limits:
     """Per-connection and broker-wide limits; see :class:`~edgeboost.broker.Broker`."""
 
     max_pending_frames: int = 1024  # outgoing frames a client may leave unread
+    max_pending_bytes: int = 64 * 1024 * 1024  # and their bytes (with the socket's buffer)
     flush_timeout: float = 2.0  # seconds to deliver the last frames before closing
     login_timeout: float = 10.0  # seconds from accept to an accepted CONNECT
     frame_timeout: float = 10.0  # seconds from a frame's first byte to its last
@@ -40,3 +41,5 @@ class Limits:
             raise ValueError(f"max_frame_size must be {LOGIN_FRAME_SIZE}..{MAX_MESSAGE_SIZE} bytes")
         if self.max_partial_bytes < self.max_frame_size:
             raise ValueError("max_partial_bytes must hold at least one max_frame_size frame")
+        if self.max_pending_bytes < MAX_MESSAGE_SIZE:
+            raise ValueError(f"max_pending_bytes must hold a {MAX_MESSAGE_SIZE}-byte event")

@@ -52,12 +52,13 @@ class Broker:
     doubles on the way through (``7`` arrives as ``7.0``); turn it off only to test code that
     must not care.
 
-    Limits (see :mod:`edgeboost.broker.limits`): ``max_pending_frames`` bounds each client's
-    unsent frames; a client that falls further behind is disconnected rather than allowed to
-    slow the others down. A connection must have CONNECT accepted within ``login_timeout``
-    seconds, and every frame must arrive whole within ``frame_timeout`` of its first byte.
-    Frames may be up to ``max_frame_size`` bytes (the Nucleus's 16 MiB); frames still arriving
-    hold at most ``max_partial_bytes`` across all connections (beyond that, readers wait).
+    Limits (see :mod:`edgeboost.broker.limits`): ``max_pending_frames`` and
+    ``max_pending_bytes`` bound each client's unsent frames; a client that falls further behind
+    is disconnected rather than allowed to slow the others down or fill the broker's memory.
+    A connection must have CONNECT accepted within ``login_timeout`` seconds, and every frame
+    must arrive whole within ``frame_timeout`` of its first byte. Frames may be up to
+    ``max_frame_size`` bytes (the Nucleus's 16 MiB); frames still arriving hold at most
+    ``max_partial_bytes`` across all connections (beyond that, readers wait).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Broker:
         components: Mapping[str, ComponentPolicy],
         *,
         max_pending_frames: int = 1024,
+        max_pending_bytes: int = 64 * 1024 * 1024,
         numbers_as_doubles: bool = True,
         flush_timeout: float = 2.0,
         login_timeout: float = 10.0,
@@ -84,6 +86,7 @@ class Broker:
                 )
         self._limits = Limits(
             max_pending_frames=max_pending_frames,
+            max_pending_bytes=max_pending_bytes,
             flush_timeout=flush_timeout,
             login_timeout=login_timeout,
             frame_timeout=frame_timeout,

@@ -63,6 +63,7 @@ class ClientSession:
         self._last_stream_id = 0
         self._streams: dict[int, Subscription] = {}  # open subscription streams
         self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0  # in _pending; the transport's own buffer is counted apart
         self._wakeup = asyncio.Event()
         self._closing = False  # stop reading, flush what is queued, then close
         self._aborted = False  # drop everything and close now
@@ -106,25 +107,40 @@ class ClientSession:
 
     def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
         """Queue an event on an open stream (called by the hub during fan-out)."""
-        if stream_id in self._streams:
-            self._enqueue(rpc.application_message(stream_id, model_type, payload, terminate=False))
+        if stream_id not in self._streams:
+            return
+        try:
+            frame = rpc.application_message(stream_id, model_type, payload, terminate=False)
+        except FrameError as exc:
+            # The Nucleus fails such a send on its own; the publisher still gets its response.
+            logger.warning("%s: event on stream %d not sent: %s", self, stream_id, exc)
+            return
+        self._enqueue(frame)
 
     def _enqueue(self, frame: bytes) -> None:
         if self._aborted:
             return
-        if len(self._pending) >= self._options.limits.max_pending_frames:
+        limits = self._options.limits
+        unsent = self._pending_bytes + self._writer.transport.get_write_buffer_size()
+        if len(self._pending) >= limits.max_pending_frames:
             self._abort(
                 f"{len(self._pending)} frames waiting to be read; the client is too slow or stuck"
             )
             return
+        if unsent + len(frame) > limits.max_pending_bytes:
+            self._abort(f"{unsent} bytes waiting to be read; the client is too slow or stuck")
+            return
         self._pending.append(frame)
+        self._pending_bytes += len(frame)
         self._wakeup.set()
 
     async def _write_loop(self) -> None:
         try:
             while True:
                 while self._pending:
-                    self._writer.write(self._pending.popleft())
+                    frame = self._pending.popleft()
+                    self._pending_bytes -= len(frame)
+                    self._writer.write(frame)
                 await self._writer.drain()
                 if self._closing and not self._pending:
                     return
@@ -140,6 +156,7 @@ class ClientSession:
         logger.warning("%s: closing: %s", self, reason)
         self._aborted = self._closing = True
         self._pending.clear()
+        self._pending_bytes = 0
         self._drop_subscriptions()  # stop fan-out to this client right away
         self._writer.transport.abort()
         self._wakeup.set()

@@ -374,3 +374,59 @@ def test_deeply_nested_requests_are_refused_not_crashed_on(
         assert header_value(client.receive(), ":message-type") == MessageType.PING_RESPONSE
     broker.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# -- subscribers that never read --------------------------------------------------------------
+
+
+def test_a_stuck_subscriber_is_cut_off_by_bytes_not_only_by_frames(
+    start_broker: Callable[..., Broker],
+) -> None:
+    """Before, only the frame count was bounded: 1024 unread 1 MiB events (a GiB) per stuck
+    client. Now its unsent bytes are bounded too (here 16 MiB, the smallest allowed)."""
+    broker = start_broker(max_pending_bytes=MAX_MESSAGE_SIZE)
+    path = Path(broker.socket_path)
+    event = {"topic": "bulk", "publishMessage": {"binaryMessage": {"message": "A" * 2**20}}}
+    with RawClient(path) as stuck, RawClient(path) as publisher:
+        stuck.connect("tok-a")
+        stuck.call(SUBSCRIBE, {"topic": "bulk"})
+        stuck.receive()
+        publisher.connect("tok-b")
+        sent = 0
+        while broker.subscriptions() and sent < 64:
+            publisher.call(PUBLISH, event)
+            publisher.receive()
+            sent += 1
+        assert sent < 40, f"cut off only after {sent} MiB, if at all"
+        stuck.assert_closed_by_broker()
+
+
+def test_an_event_too_big_to_send_is_dropped_and_the_publish_succeeds(
+    start_broker: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event frame carries more headers than a bare request, so a request of exactly
+    16 MiB makes an event over the limit. The Nucleus then fails that send alone; before,
+    the broker logged a crash and answered the publisher with ServiceError."""
+    broker = start_broker()
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect()
+        client.call(SUBSCRIBE, {"topic": "big"})
+        client.receive()
+        headers = (
+            Header.string("operation", PUBLISH),
+            Header.int32(":message-type", MessageType.APPLICATION_MESSAGE),
+            Header.int32(":message-flags", 0),
+            Header.int32(":stream-id", 2),
+        )
+        head, tail = b'{"topic":"big","publishMessage":{"binaryMessage":{"message":"', b'"}}}'
+        room = MAX_MESSAGE_SIZE - len(encode_message(headers, head + tail))
+        spaces = room % 4  # JSON whitespace pads the request to exactly the limit
+        request = b" " * spaces + head + b"A" * (room - spaces) + tail
+        frame = encode_message(headers, request)
+        assert len(frame) == MAX_MESSAGE_SIZE
+        client.sock.sendall(frame)
+        reply = client.receive()  # no event comes first
+        assert header_value(reply, "service-model-type") == "aws.greengrass#PublishToTopicResponse"
+    broker.stop()
+    assert "not sent" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
