@@ -15,8 +15,10 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
@@ -223,6 +225,7 @@ class Broker:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_AcceptErrorsOnce())
         self._stop_event = asyncio.Event()
         if self._stop_requested.is_set():
             return
@@ -269,3 +272,27 @@ class Broker:
             await server.wait_closed()
             release_socket_path(self._path, identity)
             logger.info("Greengrass IPC broker on %s stopped", self._path)
+
+
+class _AcceptErrorsOnce:
+    """Loop exception handler: out of file descriptors, asyncio (3.11) logs a traceback for
+    each of the 100 backlog slots every second it retries, hundreds of lines a second while a
+    flood lasts. Say it once per interval instead; pass everything else on."""
+
+    _MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._last = -interval
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self._MESSAGE:
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            logger.warning(
+                "cannot accept connections (%s); they wait in the backlog until some close",
+                context.get("exception"),
+            )

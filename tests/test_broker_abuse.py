@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import subprocess
 import sys
@@ -430,3 +431,59 @@ def test_an_event_too_big_to_send_is_dropped_and_the_publish_succeeds(
     broker.stop()
     assert "not sent" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+# -- too many connections -----------------------------------------------------------------------
+
+_LOW_FD_BROKER = (
+    "import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+    "runpy.run_module('edgeboost.broker', run_name='__main__', alter_sys=True)"
+)
+
+
+def test_running_out_of_file_descriptors_is_said_once_and_clears(workdir: Path) -> None:
+    """A flood of connections that never log in fills the broker's descriptors (here 64):
+    new clients wait in the backlog, and asyncio used to log a traceback for each of the 100
+    backlog slots every second. Now that is one warning, and the login timeout frees the
+    descriptors so a client gets in again once the flood stops."""
+    sock, log = workdir / "ipc.sock", workdir / "broker.log"
+    command = [
+        *(sys.executable, "-c", _LOW_FD_BROKER, "--socket", str(sock), "--login-timeout", "1"),
+        *("--recipe", f"{cli_tests._recipe(workdir, 'com.example.A')}:tok-a"),
+    ]
+    flood: list[socket.socket] = []
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True) as broker,
+    ):
+        try:
+            assert broker.stdout is not None
+            assert "listening" in broker.stdout.readline()
+            failures = 0
+            while failures < 5 and len(flood) < 300:  # until the backlog is full too
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.settimeout(0.2)
+                try:
+                    client.connect(str(sock))
+                except OSError:
+                    client.close()
+                    failures += 1
+                    continue
+                flood.append(client)
+            assert len(flood) > 64, "the flood never filled the broker's descriptors"
+            deadline = time.monotonic() + 20
+            while True:  # each wave of the flood is dropped after the 1 s login timeout
+                try:
+                    assert cli_tests._connect_accepted(str(sock), "tok-a")
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "no client got in after the flood"
+                    time.sleep(0.2)
+        finally:
+            for client in flood:
+                client.close()
+            broker.terminate()
+            broker.wait(10)
+    text = log.read_text()
+    assert text.count("out of system resource") + text.count("cannot accept") <= 3, text[:2000]
+    assert "Too many open files" in text
