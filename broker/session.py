@@ -2,8 +2,9 @@
 
 Connection-level rules follow aws-c-event-stream's RPC server (which the Nucleus runs on):
 CONNECT first and only once, new stream ids go up by one, a new stream names its operation,
-and any violation gets a PROTOCOL_ERROR followed by closing the connection. A corrupt frame
-closes the connection without a reply.
+and any violation gets a PROTOCOL_ERROR followed by closing the connection. A corrupt or
+oversized frame, or a missed login or frame deadline (see :mod:`framereader`), closes the
+connection without a reply.
 """
 
 from __future__ import annotations
