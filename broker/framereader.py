@@ -25,6 +25,8 @@ class ReadTimeout(Exception):
 
 
 class FrameReader:
+    """Reads one connection's frames; the session tells it when CONNECT was accepted."""
+
     def __init__(self, reader: asyncio.StreamReader, budget: ByteBudget, limits: Limits) -> None:
         self._reader = reader
         self._budget = budget
@@ -105,7 +107,9 @@ class FrameReader:
                 raise ReadTimeout(
                     f"no CONNECT accepted within {self._limits.login_timeout:g} s"
                 ) from None
+            expected = self._decoder.expected
+            frame = f"a {expected}-byte frame" if expected else "a frame"
             raise ReadTimeout(
-                f"a {self._decoder.expected or 'partial'}-byte frame did not arrive whole "
-                f"within {self._limits.frame_timeout:g} s ({self._decoder.pending} bytes came)"
+                f"{frame} did not arrive whole within {self._limits.frame_timeout:g} s "
+                f"({self._decoder.pending} bytes came)"
             ) from None
