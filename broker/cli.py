@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="component recipe (JSON, or YAML with PyYAML) and its auth token; repeatable",
     )
     parser.add_argument(
+        "--login-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection that has not logged in (CONNECT) by then (default 10)",
+    )
+    parser.add_argument(
         "--ints-stay-ints",
         action="store_true",
         help="deliver JSON integers unchanged (the Nucleus turns them into doubles: 7 -> 7.0)",
@@ -100,8 +107,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted. Returns a process exit code."""
     try:
         components = _load_components(args.recipe)
-        broker = Broker(args.socket, components, numbers_as_doubles=not args.ints_stay_ints)
-    except (RecipeError, SocketPathError) as exc:
+        broker = Broker(
+            args.socket,
+            components,
+            numbers_as_doubles=not args.ints_stay_ints,
+            login_timeout=args.login_timeout,
+        )
+    except (RecipeError, SocketPathError, ValueError) as exc:
         print(f"edgeboost broker: error: {exc}", file=sys.stderr)
         return 2
     with _sigterm_as_interrupt():

@@ -307,3 +307,12 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes received that do not yet form a whole frame."""
         return len(self._buffer)
+
+    @property
+    def expected(self) -> int:
+        """Total length declared by the frame being received (its prelude already checked), or 0
+        while fewer than :data:`PRELUDE_SIZE` bytes of it are here. Lets a reader refuse or
+        budget for a frame before buffering it."""
+        if len(self._buffer) < PRELUDE_SIZE:
+            return 0
+        return int(_U32.unpack_from(self._buffer)[0])

@@ -1,7 +1,8 @@
 """The two IPC operations the broker implements: SubscribeToTopic and PublishToTopic.
 
-Checks run in the Nucleus's order: authorization on the requested topic first, then argument
-validation, so a component that may not use a topic learns nothing more about it.
+Checks run in the Nucleus's order (PubSubIPCEventStreamAgent): a request that cannot be
+deserialized fails first (InternalServerError); then authorization on the requested topic, so a
+component that may not use a topic learns nothing more about it; then the arguments.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeboost.broker.errors import (
-    InvalidArgumentsError,
-    MalformedRequest,
-    ServiceError,
-    UnauthorizedError,
+from edgeboost.broker.errors import InvalidArgumentsError, UnauthorizedError
+from edgeboost.broker.messages import (
+    check_publish_message,
+    optional_string,
+    parse_publish_message,
+    subscription_event,
 )
-from edgeboost.broker.messages import optional_string, parse_publish_message, subscription_event
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import (
     RECEIVE_ALL_MESSAGES,
@@ -63,23 +64,28 @@ class Reply:
     subscription: Subscription | None = None
 
 
-def _authorize(context: OperationContext, operation: str, topic: str) -> None:
-    if not context.component.is_authorized(operation, topic):
-        raise UnauthorizedError(context.component.denial(operation, topic))
+def _authorize(context: OperationContext, operation: str, topic: str | None) -> None:
+    """The Nucleus's AuthorizationHandler: an empty resource is refused outright, and a missing
+    one (null) is allowed by any policy that grants the operation, whatever its resources."""
+    if topic == "":
+        raise UnauthorizedError("Resource cannot be empty")
+    component = context.component
+    if topic is None:
+        if not component.grants(operation):
+            raise UnauthorizedError(component.denial(operation, "null"))
+    elif not component.is_authorized(operation, topic):
+        raise UnauthorizedError(component.denial(operation, topic))
 
 
 def subscribe_to_topic(context: OperationContext, request: Mapping[str, Any]) -> Reply:
     topic = optional_string(request, "topic")
     mode = optional_string(request, "receiveMode")
-    if mode is not None and mode not in _RECEIVE_MODES:
-        raise MalformedRequest(
-            f"receiveMode must be one of {', '.join(_RECEIVE_MODES)}, got {mode!r}"
-        )
+    _authorize(context, SUBSCRIBE_TO_TOPIC, topic)
     if not topic:
         raise InvalidArgumentsError("Subscribe topic must not be empty")
-    _authorize(context, SUBSCRIBE_TO_TOPIC, topic)
-    if mode is None:
-        # The Nucleus's default: wildcard filters do not echo the subscriber's own messages.
+    if mode not in _RECEIVE_MODES:
+        # Absent, or unknown: the model's ReceiveMode.get() gives null and the default applies.
+        # Wildcard filters then do not echo the subscriber's own messages.
         mode = RECEIVE_MESSAGES_FROM_OTHERS if is_wildcard_filter(topic) else RECEIVE_ALL_MESSAGES
     subscription = Subscription(
         context.component.name, topic, mode, context.sink, context.stream_id
@@ -89,17 +95,13 @@ def subscribe_to_topic(context: OperationContext, request: Mapping[str, Any]) ->
 
 def publish_to_topic(context: OperationContext, request: Mapping[str, Any]) -> Reply:
     topic = optional_string(request, "topic")
+    raw_message = parse_publish_message(
+        request.get("publishMessage"), numbers_as_doubles=context.numbers_as_doubles
+    )
+    _authorize(context, PUBLISH_TO_TOPIC, topic)
+    message = check_publish_message(raw_message)
     if topic is None:
         raise InvalidArgumentsError("Publish topic must not be null")
-    # Shape errors (MalformedRequest) surface before authorization, missing parts after it.
-    try:
-        message = parse_publish_message(
-            request.get("publishMessage"), numbers_as_doubles=context.numbers_as_doubles
-        )
-    except ServiceError:
-        _authorize(context, PUBLISH_TO_TOPIC, topic)
-        raise
-    _authorize(context, PUBLISH_TO_TOPIC, topic)
     if publish_topic_has_wildcard(topic):
         raise InvalidArgumentsError("Publish topic must not contain a wildcard.")
     context.hub.publish(topic, context.component.name, subscription_event(message, topic))

@@ -96,6 +96,11 @@ class ComponentPolicy:
     def is_authorized(self, operation: str, resource: str) -> bool:
         return any(policy.allows(operation, resource) for policy in self.pubsub)
 
+    def grants(self, operation: str) -> bool:
+        """Whether any policy names ``operation`` (or ``*``), whatever its resources: how the
+        Nucleus authorizes a request that has no topic at all."""
+        return any(operation in p.operations or ANY in p.operations for p in self.pubsub)
+
     def denial(self, operation: str, resource: str) -> str:
         """The Nucleus's wording when ``is_authorized`` is false."""
         return (

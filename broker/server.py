@@ -18,7 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
+from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
+from edgeboost.broker.limits import Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
 from edgeboost.broker.session import ClientSession, SessionOptions
@@ -46,10 +50,17 @@ class Broker:
     """A local stand-in for the Nucleus's IPC pub/sub.
 
     ``components`` maps each auth token (what a component gets as ``SVCUID``) to that
-    component's policy. ``max_pending_frames`` bounds each client's unsent frames; a client that
-    falls further behind is disconnected rather than allowed to slow the others down.
-    ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into doubles on the way
-    through (``7`` arrives as ``7.0``); turn it off only to test code that must not care.
+    component's policy. ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into
+    doubles on the way through (``7`` arrives as ``7.0``); turn it off only to test code that
+    must not care.
+
+    Limits (see :mod:`edgeboost.broker.limits`): ``max_pending_frames`` and
+    ``max_pending_bytes`` bound each client's unsent frames; a client that falls further behind
+    is disconnected rather than allowed to slow the others down or fill the broker's memory.
+    A connection must have CONNECT accepted within ``login_timeout`` seconds, and every frame
+    must arrive whole within ``frame_timeout`` of its first byte. Frames may be up to
+    ``max_frame_size`` bytes (the Nucleus's 16 MiB); frames still arriving hold at most
+    ``max_partial_bytes`` across all connections (beyond that, readers wait).
     """
 
     def __init__(
@@ -58,8 +69,13 @@ class Broker:
         components: Mapping[str, ComponentPolicy],
         *,
         max_pending_frames: int = 1024,
+        max_pending_bytes: int = 64 * 1024 * 1024,
         numbers_as_doubles: bool = True,
         flush_timeout: float = 2.0,
+        login_timeout: float = 10.0,
+        frame_timeout: float = 10.0,
+        max_frame_size: int = MAX_MESSAGE_SIZE,
+        max_partial_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._path = os.path.abspath(os.fspath(socket_path))
         check_socket_path(self._path)
@@ -70,12 +86,17 @@ class Broker:
                 raise TypeError(
                     f"token {token!r} must map to a ComponentPolicy, got {type(policy).__name__}"
                 )
-        if max_pending_frames < 1:
-            raise ValueError("max_pending_frames must be at least 1")
+        self._limits = Limits(
+            max_pending_frames=max_pending_frames,
+            max_pending_bytes=max_pending_bytes,
+            flush_timeout=flush_timeout,
+            login_timeout=login_timeout,
+            frame_timeout=frame_timeout,
+            max_frame_size=max_frame_size,
+            max_partial_bytes=max_partial_bytes,
+        )
         self._components = dict(components)
-        self._max_pending_frames = max_pending_frames
         self._numbers_as_doubles = numbers_as_doubles
-        self._flush_timeout = flush_timeout
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._hub = PubSubHub()
@@ -116,16 +137,7 @@ class Broker:
     ) -> list[SubscriptionInfo]:
         """Block until ``predicate(subscriptions)`` holds, for example after a client closed a
         stream; raise TimeoutError otherwise. Woken by changes, not by polling."""
-        deadline = time.monotonic() + timeout
-        with self._hub.changed:
-            while not predicate(list(self._hub.view)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"subscriptions did not reach the expected state: {self._hub.view}"
-                    )
-                self._hub.changed.wait(remaining)
-            return list(self._hub.view)
+        return self._hub.wait_for(predicate, timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -213,15 +225,16 @@ class Broker:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_AcceptErrorsOnce())
         self._stop_event = asyncio.Event()
         if self._stop_requested.is_set():
             return
         options = SessionOptions(
             components=self._components,
             hub=self._hub,
-            max_pending_frames=self._max_pending_frames,
             numbers_as_doubles=self._numbers_as_doubles,
-            flush_timeout=self._flush_timeout,
+            limits=self._limits,
+            read_budget=ByteBudget(self._limits.max_partial_bytes),
         )
         sessions: set[asyncio.Task[None]] = set()
 
@@ -259,3 +272,27 @@ class Broker:
             await server.wait_closed()
             release_socket_path(self._path, identity)
             logger.info("Greengrass IPC broker on %s stopped", self._path)
+
+
+class _AcceptErrorsOnce:
+    """Loop exception handler: out of file descriptors, asyncio (3.11) logs a traceback for
+    each of the 100 backlog slots every second it retries, hundreds of lines a second while a
+    flood lasts. Say it once per interval instead; pass everything else on."""
+
+    _MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._last = -interval
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self._MESSAGE:
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            logger.warning(
+                "cannot accept connections (%s); they wait in the backlog until some close",
+                context.get("exception"),
+            )

@@ -2,8 +2,9 @@
 
 Connection-level rules follow aws-c-event-stream's RPC server (which the Nucleus runs on):
 CONNECT first and only once, new stream ids go up by one, a new stream names its operation,
-and any violation gets a PROTOCOL_ERROR followed by closing the connection. A corrupt frame
-closes the connection without a reply.
+and any violation gets a PROTOCOL_ERROR followed by closing the connection. A corrupt or
+oversized frame, or a missed login or frame deadline (see :mod:`framereader`), closes the
+connection without a reply.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgeboost.broker import rpc
+from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
-from edgeboost.broker.eventstream import FrameDecoder, FrameError, Message, MessageFlag, MessageType
-from edgeboost.broker.messages import parse_request
+from edgeboost.broker.eventstream import FrameError, Message, MessageFlag, MessageType
+from edgeboost.broker.framereader import FrameReader, ReadTimeout
+from edgeboost.broker.limits import Limits
+from edgeboost.broker.messages import auth_token, parse_request
 from edgeboost.broker.operations import OPERATIONS, OperationContext, Reply
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, Subscription
@@ -39,9 +42,9 @@ class SessionOptions:
 
     components: Mapping[str, ComponentPolicy]  # by auth token (SVCUID)
     hub: PubSubHub
-    max_pending_frames: int
     numbers_as_doubles: bool
-    flush_timeout: float
+    limits: Limits
+    read_budget: ByteBudget  # for frames still arriving, shared by all sessions
 
 
 class ClientSession:
@@ -55,12 +58,13 @@ class ClientSession:
         self._reader = reader
         self._writer = writer
         self._options = options
-        self._decoder = FrameDecoder()
+        self._frames = FrameReader(reader, options.read_budget, options.limits)
         self._number = next(_session_numbers)
         self._component: ComponentPolicy | None = None
         self._last_stream_id = 0
         self._streams: dict[int, Subscription] = {}  # open subscription streams
         self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0  # in _pending; the transport's own buffer is counted apart
         self._wakeup = asyncio.Event()
         self._closing = False  # stop reading, flush what is queued, then close
         self._aborted = False  # drop everything and close now
@@ -78,6 +82,7 @@ class ClientSession:
         finally:
             # Synchronous part first: it must all happen even if the broker cancels us below.
             self._drop_subscriptions()
+            self._frames.close()
             writer_task.cancel()
             self._writer.close()
             logger.info("%s: disconnected", self)
@@ -89,7 +94,7 @@ class ClientSession:
         """Let a final CONNECT_ACK or PROTOCOL_ERROR reach the peer before closing."""
         self._closing = True
         self._wakeup.set()
-        timeout = self._options.flush_timeout
+        timeout = self._options.limits.flush_timeout
         try:
             await asyncio.wait_for(asyncio.shield(writer_task), timeout)
         except asyncio.TimeoutError:
@@ -103,25 +108,40 @@ class ClientSession:
 
     def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
         """Queue an event on an open stream (called by the hub during fan-out)."""
-        if stream_id in self._streams:
-            self._enqueue(rpc.application_message(stream_id, model_type, payload, terminate=False))
+        if stream_id not in self._streams:
+            return
+        try:
+            frame = rpc.application_message(stream_id, model_type, payload, terminate=False)
+        except FrameError as exc:
+            # The Nucleus fails such a send on its own; the publisher still gets its response.
+            logger.warning("%s: event on stream %d not sent: %s", self, stream_id, exc)
+            return
+        self._enqueue(frame)
 
     def _enqueue(self, frame: bytes) -> None:
         if self._aborted:
             return
-        if len(self._pending) >= self._options.max_pending_frames:
+        limits = self._options.limits
+        unsent = self._pending_bytes + self._writer.transport.get_write_buffer_size()
+        if len(self._pending) >= limits.max_pending_frames:
             self._abort(
                 f"{len(self._pending)} frames waiting to be read; the client is too slow or stuck"
             )
             return
+        if unsent + len(frame) > limits.max_pending_bytes:
+            self._abort(f"{unsent} bytes waiting to be read; the client is too slow or stuck")
+            return
         self._pending.append(frame)
+        self._pending_bytes += len(frame)
         self._wakeup.set()
 
     async def _write_loop(self) -> None:
         try:
             while True:
                 while self._pending:
-                    self._writer.write(self._pending.popleft())
+                    frame = self._pending.popleft()
+                    self._pending_bytes -= len(frame)
+                    self._writer.write(frame)
                 await self._writer.drain()
                 if self._closing and not self._pending:
                     return
@@ -137,6 +157,7 @@ class ClientSession:
         logger.warning("%s: closing: %s", self, reason)
         self._aborted = self._closing = True
         self._pending.clear()
+        self._pending_bytes = 0
         self._drop_subscriptions()  # stop fan-out to this client right away
         self._writer.transport.abort()
         self._wakeup.set()
@@ -146,16 +167,17 @@ class ClientSession:
     async def _read_loop(self) -> None:
         while not self._closing:
             try:
-                data = await self._reader.read(_READ_SIZE)
+                messages = await self._frames.read()
             except OSError as exc:
                 logger.info("%s: read failed: %s", self, exc)
                 return
-            if not data:
-                return
-            try:
-                messages = self._decoder.feed(data)
             except FrameError as exc:
-                logger.warning("%s: corrupt frame, closing the connection: %s", self, exc)
+                logger.warning("%s: bad frame, closing the connection: %s", self, exc)
+                return
+            except ReadTimeout as exc:
+                logger.warning("%s: closing the connection: %s", self, exc)
+                return
+            if not messages:
                 return
             for message in messages:
                 self._route(message)
@@ -191,13 +213,14 @@ class ClientSession:
             )
             self._reject_connect()
             return
-        token = _auth_token(message.payload)
+        token = auth_token(message.payload)
         component = self._options.components.get(token) if token else None
         if component is None:
             logger.warning("%s: CONNECT with an unknown or missing authToken", self)
             self._reject_connect()
             return
         self._component = component
+        self._frames.logged_in()
         self._enqueue(rpc.connect_ack(accepted=True))
         logger.info("%s: connected", self)
 
@@ -310,20 +333,10 @@ class ClientSession:
             self._options.hub.remove(subscription)
 
     def _drop_subscriptions(self) -> None:
-        for subscription in self._streams.values():
-            self._options.hub.remove(subscription)
+        # One batch: removing them one by one used to rebuild the hub's view each time.
+        self._options.hub.remove_all(self._streams.values())
         self._streams.clear()
 
 
 def _error_frame(stream_id: int, error: IpcError) -> bytes:
     return rpc.application_error(stream_id, error.model_type(), rpc.dump_json(error.payload()))
-
-
-def _auth_token(payload: bytes) -> str | None:
-    """``authToken`` from a CONNECT payload, or None if the payload is not that shape."""
-    try:
-        document = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    token = document.get("authToken") if isinstance(document, dict) else None
-    return token if isinstance(token, str) and token else None

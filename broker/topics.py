@@ -17,6 +17,7 @@ __all__ = [
     "MULTI_LEVEL",
     "SINGLE_LEVEL",
     "filter_matches",
+    "has_wildcard_level",
     "is_wildcard_filter",
     "publish_topic_has_wildcard",
     "topic_levels",
@@ -49,6 +50,12 @@ def filter_matches(filter_levels: Sequence[str], topic: Sequence[str]) -> bool:
         if level not in (SINGLE_LEVEL, MULTI_LEVEL) and level != topic[index]:
             return False
     return len(filter_levels) == len(topic)
+
+
+def has_wildcard_level(filter_levels: Sequence[str]) -> bool:
+    """Whether :func:`filter_matches` can match a topic other than the filter's own levels
+    (any ``+`` or ``#`` level; a non-final ``#`` acts as ``+``)."""
+    return SINGLE_LEVEL in filter_levels or MULTI_LEVEL in filter_levels
 
 
 def is_wildcard_filter(topic_filter: str) -> bool:

@@ -56,6 +56,13 @@ def test_arguments() -> None:
     assert args.socket == Path("/tmp/s")
     assert args.recipe == ["a.json:tok", "b.json"]
     assert args.ints_stay_ints is False
+    assert args.login_timeout == 10.0
+    assert (
+        parser.parse_args(
+            ["--socket", "s", "--recipe", "r", "--login-timeout", "0.5"]
+        ).login_timeout
+        == 0.5
+    )
 
 
 def test_recipe_specs(tmp_path: Path) -> None:

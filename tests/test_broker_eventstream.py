@@ -278,8 +278,11 @@ def test_decoder_splits_a_byte_stream() -> None:
         seen.extend(decoder.feed(bytes((byte,))))
     assert [m.payload for m in seen] == [b"one", b"two"]
     assert decoder.pending == 0
-    assert [m.payload for m in decoder.feed(first + second[:20])] == [b"one"]
-    assert decoder.pending == 20
+    assert decoder.expected == 0
+    assert [m.payload for m in decoder.feed(first + second[:11])] == [b"one"]
+    assert decoder.pending == 11 and decoder.expected == 0  # no whole prelude yet
+    assert decoder.feed(second[11:20]) == []
+    assert decoder.pending == 20 and decoder.expected == len(second)
 
 
 def test_decoder_rejects_a_huge_length_before_buffering_it() -> None:

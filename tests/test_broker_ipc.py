@@ -299,3 +299,30 @@ def test_restart_on_the_same_socket_then_a_new_client_works(
         inbox, _ = subscribe(consumer, "t/restart")
         publish(publisher, "t/restart", {"generation": 2})
         assert inbox.next() == ("t/restart", {"generation": 2.0})
+
+
+def test_authorization_comes_before_argument_checks(broker: Broker) -> None:
+    """As in the Nucleus: a component learns nothing about a topic it may not use, not even
+    that its request was malformed."""
+    from awsiot.greengrasscoreipc.model import (
+        BinaryMessage,
+        JsonMessage,
+        PublishMessage,
+        ServiceError,
+        UnauthorizedError,
+    )
+
+    both = PublishMessage(
+        json_message=JsonMessage(message={}), binary_message=BinaryMessage(message=b"x")
+    )
+    with ipc_client(broker, "tok-pub") as publisher:
+        for topic, body in [("denied/x", both), ("denied/#", PublishMessage())]:
+            future = publisher.publish_to_topic_async(topic=topic, publish_message=body)
+            with pytest.raises(UnauthorizedError):
+                future.result(TIMEOUT)
+        future = publisher.publish_to_topic_async(topic="t/x", publish_message=both)
+        with pytest.raises(ServiceError) as refused:
+            future.result(TIMEOUT)
+        assert refused.value.message == (
+            "More than one union member set for type: aws.greengrass#PublishMessage"
+        )

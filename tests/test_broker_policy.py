@@ -14,11 +14,14 @@ from edgeboost.broker import ComponentPolicy, PolicyError, RecipeError, load_rec
 from edgeboost.broker.errors import MalformedRequest, ServiceError
 from edgeboost.broker.messages import (
     as_doubles,
+    auth_token,
+    check_publish_message,
     parse_publish_message,
     parse_request,
     subscription_event,
 )
 from edgeboost.broker.policy import compile_resource
+from edgeboost.broker.pubsub import RECEIVE_ALL_MESSAGES, PubSubHub, Subscription
 from edgeboost.broker.recipe import policy_from_recipe
 from edgeboost.broker.topics import (
     filter_matches,
@@ -26,6 +29,8 @@ from edgeboost.broker.topics import (
     publish_topic_has_wildcard,
     topic_levels,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 PUBLISH = "aws.greengrass#PublishToTopic"
 SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
@@ -59,6 +64,41 @@ SUBSCRIBE = "aws.greengrass#SubscribeToTopic"
 )
 def test_filter_matching_follows_the_nucleus(topic_filter: str, topic: str, expected: bool) -> None:
     assert filter_matches(topic_levels(topic_filter), topic_levels(topic)) is expected
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.streams: list[int] = []
+
+    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
+        self.streams.append(stream_id)
+
+
+_LEVEL = st.sampled_from(["a", "b", "", "+", "#", "a+"])
+
+
+@given(
+    filters=st.lists(st.lists(_LEVEL, max_size=4).map("/".join), max_size=12),
+    topic=st.lists(st.sampled_from(["a", "b", ""]), max_size=4).map("/".join),
+    dropped=st.sets(st.integers(0, 11)),
+)
+def test_the_hub_index_delivers_what_a_full_scan_would(
+    filters: list[str], topic: str, dropped: set[int]
+) -> None:
+    """Exact filters are looked up and wildcard ones scanned; together, in subscription order,
+    they must give the same streams as matching every live filter."""
+    hub, sink = PubSubHub(), _Recorder()
+    subscriptions = [
+        Subscription("C", f, RECEIVE_ALL_MESSAGES, sink, n + 1) for n, f in enumerate(filters)
+    ]
+    for subscription in subscriptions:
+        hub.add(subscription)
+    hub.remove_all(s for n, s in enumerate(subscriptions) if n in dropped)
+    live = [s for n, s in enumerate(subscriptions) if n not in dropped]
+    expected = [s.stream_id for s in live if filter_matches(s.levels, topic_levels(topic))]
+    assert hub.publish(topic, "P", b"{}") == len(expected)
+    assert sink.streams == expected
+    assert [info.stream_id for info in hub.view] == [s.stream_id for s in live]
 
 
 def test_topic_levels_use_java_split_semantics() -> None:
@@ -124,6 +164,14 @@ def test_operations_must_match_unless_star() -> None:
     assert _policy(["*"], ["t"]).is_authorized(SUBSCRIBE, "t")
     assert not ComponentPolicy("Nobody").is_authorized(PUBLISH, "t")
     assert ComponentPolicy.allow_all("Everyone").is_authorized(SUBSCRIBE, "any/thing")
+
+
+def test_a_missing_topic_is_granted_by_any_policy_for_the_operation() -> None:
+    # The Nucleus's WildcardTrie matches a null resource, even for a policy without resources.
+    assert _policy([PUBLISH], []).grants(PUBLISH)
+    assert _policy(["*"], ["t"]).grants(SUBSCRIBE)
+    assert not _policy([PUBLISH], ["*"]).grants(SUBSCRIBE)
+    assert not ComponentPolicy("Nobody").grants(PUBLISH)
 
 
 def test_denial_uses_the_nucleus_wording() -> None:
@@ -294,42 +342,82 @@ def test_integers_become_doubles_like_the_nucleus() -> None:
 
 
 def test_subscription_event_shapes() -> None:
-    message = parse_publish_message(
-        {"jsonMessage": {"message": {"a": 1}}, "binaryMessage": {"message": "eA"}},
-        numbers_as_doubles=False,
+    json_message = parse_publish_message(
+        {"jsonMessage": {"message": {"a": 1}}}, numbers_as_doubles=False
     )
-    assert json.loads(subscription_event(message, "t/1")) == {
-        "jsonMessage": {"message": {"a": 1}, "context": {"topic": "t/1"}},
-        "binaryMessage": {"message": "eA==", "context": {"topic": "t/1"}},
+    binary_message = parse_publish_message(
+        {"binaryMessage": {"message": "eA"}}, numbers_as_doubles=False
+    )
+    assert json_message is not None and binary_message is not None
+    assert json.loads(subscription_event(json_message, "t/1")) == {
+        "jsonMessage": {"message": {"a": 1}, "context": {"topic": "t/1"}}
+    }
+    assert json.loads(subscription_event(binary_message, "t/1")) == {
+        "binaryMessage": {"message": "eA==", "context": {"topic": "t/1"}}
     }
     # Compact, as Gson writes it.
-    assert subscription_event(message, "t/1").startswith(b'{"jsonMessage":{"message":{"a":1}')
+    assert subscription_event(json_message, "t/1") == (
+        b'{"jsonMessage":{"message":{"a":1},"context":{"topic":"t/1"}}}'
+    )
 
 
 @pytest.mark.parametrize(
-    ("publish_message", "error", "reason"),
+    ("publish_message", "reason"),
     [
-        (None, ServiceError, "publishMessage is required"),
-        ({}, ServiceError, "must set jsonMessage or binaryMessage"),
-        ({"jsonMessage": {}}, ServiceError, "jsonMessage.message is required"),
-        ({"jsonMessage": {"message": [1, 2]}}, MalformedRequest, "must be a JSON object"),
-        ({"jsonMessage": "x"}, MalformedRequest, "must be an object"),
-        ({"binaryMessage": {"message": "*not base64*"}}, MalformedRequest, "not valid base64"),
-        ({"binaryMessage": {"message": 5}}, MalformedRequest, "base64 string"),
-        ([], MalformedRequest, "must be an object"),
+        ({"jsonMessage": {"message": [1, 2]}}, "must be a JSON object"),
+        ({"jsonMessage": "x"}, "must be an object"),
+        ({"binaryMessage": {"message": "*not base64*"}}, "not valid base64"),
+        ({"binaryMessage": {"message": 5}}, "base64 string"),
+        # A shape error in one member fails deserialization even when both are set.
+        ({"jsonMessage": {"message": {}}, "binaryMessage": {"message": "*"}}, "not valid base64"),
+        ([], "must be an object"),
     ],
 )
-def test_bad_publish_messages(publish_message: Any, error: type[Exception], reason: str) -> None:
-    with pytest.raises(error, match=reason):
+def test_publish_messages_the_nucleus_cannot_deserialize(publish_message: Any, reason: str) -> None:
+    with pytest.raises(MalformedRequest, match=reason):
         parse_publish_message(publish_message, numbers_as_doubles=True)
 
 
 @pytest.mark.parametrize(
-    "payload", [b"", b"[]", b"{bad", b'{"x": NaN}', b"\xff\xfe", b'{"x": Infinity}']
+    ("publish_message", "reason"),
+    [
+        (None, "publishMessage is required"),
+        (
+            {"jsonMessage": {"message": {}}, "binaryMessage": {"message": "eA"}},
+            "More than one union member set for type: aws.greengrass#PublishMessage",
+        ),
+        ({"jsonMessage": {}, "binaryMessage": {}}, "More than one union member"),
+        ({"jsonMessage": {}}, "jsonMessage.message is required"),
+        ({"binaryMessage": {"message": None}}, "binaryMessage.message is required"),
+    ],
+)
+def test_publish_messages_the_nucleus_refuses_after_authorization(
+    publish_message: Any, reason: str
+) -> None:
+    parsed = parse_publish_message(publish_message, numbers_as_doubles=True)
+    with pytest.raises(ServiceError, match=re.escape(reason)):
+        check_publish_message(parsed)
+
+
+def test_a_publish_message_with_neither_member_is_an_empty_event() -> None:
+    for empty in ({}, {"jsonMessage": None, "binaryMessage": None}):
+        parsed = check_publish_message(parse_publish_message(empty, numbers_as_doubles=True))
+        assert subscription_event(parsed, "t") == b"{}"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"[]", b"{bad", b'{"x": NaN}', b"\xff\xfe", b'{"x": Infinity}', b"[" * 100_000],
 )
 def test_requests_must_be_strict_json_objects(payload: bytes) -> None:
     with pytest.raises(MalformedRequest):
         parse_request(payload)
+
+
+def test_auth_token_only_from_an_object_with_a_string_token() -> None:
+    assert auth_token(b'{"authToken": "tok"}') == "tok"
+    for payload in (b'{"authToken": 5}', b'{"authToken": ""}', b'"tok"', b"[" * 100_000, b"{"):
+        assert auth_token(payload) is None
 
 
 def test_the_inference_component_recipe_template_loads() -> None:

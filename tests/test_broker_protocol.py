@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import tempfile
 import uuid
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeboost.broker import Broker, ComponentPolicy, SocketPathError
+from edgeboost.broker import AccessPolicy, Broker, ComponentPolicy, SocketPathError
 from edgeboost.broker.eventstream import (
     FrameDecoder,
     Header,
@@ -127,6 +128,10 @@ class RawClient:
 
     def call(self, operation: str, request: dict[str, Any], stream_id: int | None = None) -> int:
         """Open a stream with an operation request; return its stream id."""
+        return self.call_raw(operation, json.dumps(request).encode(), stream_id)
+
+    def call_raw(self, operation: str, payload: bytes, stream_id: int | None = None) -> int:
+        """Like :meth:`call` with the request payload as given (any bytes)."""
         if stream_id is None:
             stream_id = self._next_stream
         self._next_stream = stream_id + 1
@@ -138,7 +143,7 @@ class RawClient:
                 Header.string("service-model-type", f"{operation}Request"),
                 Header.string("operation", operation),
             ),
-            payload=json.dumps(request).encode(),
+            payload=payload,
         )
         return stream_id
 
@@ -169,10 +174,22 @@ def test_connect_ping_and_header_layout(start_broker: Callable[..., Broker]) -> 
         ("0.1.0", b'{"authToken": "nope"}'),
         ("0.1.0", b"not json"),
         ("0.1.0", b'{"token": "tok-a"}'),
+        ("0.1.0", b"[" * 60_000),  # nested past Python's recursion limit
+        ("0.1.0", b"[1]"),
+        ("0.1.0", b'"tok-a"'),
+        ("0.1.0", b'{"authToken": 5}'),
+        ("0.1.0", b'{"authToken": ["tok-a"]}'),
+        ("0.1.0", b'{"authToken": ""}'),
+        ("0.1.0", b'{"authToken": "tok-a"'),
+        ("0.1.0", b"\xff\xfe"),
+        ("0.1.0", b""),
     ],
 )
 def test_bad_connect_is_refused_then_closed(
-    start_broker: Callable[..., Broker], version: str, payload: bytes
+    start_broker: Callable[..., Broker],
+    caplog: pytest.LogCaptureFixture,
+    version: str,
+    payload: bytes,
 ) -> None:
     # The broker waits up to flush_timeout for a refused client to hang up; this one does not.
     broker = start_broker(flush_timeout=0.2)
@@ -184,6 +201,8 @@ def test_bad_connect_is_refused_then_closed(
         assert header_value(ack, ":message-type") == MessageType.CONNECT_ACK
         assert header_value(ack, ":message-flags") == 0
         client.assert_closed_by_broker()
+    broker.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_connection_rules(start_broker: Callable[..., Broker]) -> None:
@@ -421,3 +440,108 @@ def test_integers_can_be_kept_as_integers(start_broker: Callable[..., Broker]) -
         event = json.loads(client.receive().payload)
         assert event["jsonMessage"]["message"] == {"id": 7}
         assert isinstance(event["jsonMessage"]["message"]["id"], int)
+
+
+RESTRICTED = {
+    "tok-r": ComponentPolicy(
+        "Restricted",
+        (
+            AccessPolicy("pub", frozenset({PUBLISH}), ("t/*",)),
+            AccessPolicy("sub", frozenset({SUBSCRIBE}), ("t/*",)),
+        ),
+    ),
+    "tok-s": ComponentPolicy("SubscribeOnly", (AccessPolicy("s", frozenset({SUBSCRIBE}), ()),)),
+}
+_BOTH = {"jsonMessage": {"message": {}}, "binaryMessage": {"message": "eA"}}
+_UNION = "More than one union member set for type: aws.greengrass#PublishMessage"
+
+
+@pytest.mark.parametrize(
+    ("token", "operation", "request_", "error", "message"),
+    [
+        # Authorization comes first: a topic the component may not use hides every other flaw.
+        ("tok-r", PUBLISH, {"topic": "denied/x", "publishMessage": _BOTH}, "Unauthorized", ""),
+        ("tok-r", PUBLISH, {"topic": "denied/x"}, "UnauthorizedError", "on resource denied/x"),
+        ("tok-r", PUBLISH, {"topic": "denied/#", "publishMessage": {}}, "Unauthorized", ""),
+        ("tok-r", SUBSCRIBE, {"topic": "denied/x", "receiveMode": "BOGUS"}, "Unauthorized", ""),
+        # The Nucleus refuses an empty resource before looking at any policy...
+        ("tok-r", PUBLISH, {"topic": "", "publishMessage": {}}, "Unauthorized", "cannot be empty"),
+        ("tok-r", SUBSCRIBE, {"topic": ""}, "UnauthorizedError", "Resource cannot be empty"),
+        # ...and lets a missing (null) one through any policy granting the operation.
+        ("tok-s", PUBLISH, {"publishMessage": {}}, "UnauthorizedError", "on resource null"),
+        ("tok-s", SUBSCRIBE, {}, "InvalidArgumentsError", "Subscribe topic must not be empty"),
+        ("tok-r", PUBLISH, {"publishMessage": {}}, "InvalidArgumentsError", "must not be null"),
+        # Then publishMessage, in the order the Nucleus reads it, before the topic's own checks.
+        ("tok-r", PUBLISH, {"publishMessage": _BOTH}, "ServiceError", _UNION),
+        ("tok-r", PUBLISH, {"topic": "t/#", "publishMessage": _BOTH}, "ServiceError", _UNION),
+        ("tok-r", PUBLISH, {"topic": "t/#"}, "ServiceError", "publishMessage is required"),
+        ("tok-r", PUBLISH, {"topic": "t/#", "publishMessage": {}}, "InvalidArguments", "wildcard"),
+    ],
+)
+def test_checks_run_in_the_nucleus_order(
+    start_broker: Callable[..., Broker],
+    token: str,
+    operation: str,
+    request_: dict[str, Any],
+    error: str,
+    message: str,
+) -> None:
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect(token)
+        client.call(operation, request_)
+        reply = client.receive()
+        assert header_value(reply, ":message-type") == MessageType.APPLICATION_ERROR
+        model_type = header_value(reply, "service-model-type")
+        assert model_type.startswith(f"aws.greengrass#{error}")
+        assert message in json.loads(reply.payload)["message"]
+
+
+def test_shape_errors_come_before_authorization(start_broker: Callable[..., Broker]) -> None:
+    """The Nucleus deserializes a request before its handler authorizes it, so a request it
+    cannot deserialize is an InternalServerError whatever the topic."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        bad = {"jsonMessage": {"message": [1]}, "binaryMessage": {"message": "eA"}}
+        client.call(PUBLISH, {"topic": "denied/x", "publishMessage": bad})
+        assert client.receive().payload == b"InternalServerError"
+
+
+def test_publish_with_neither_member_delivers_an_empty_event(
+    start_broker: Callable[..., Broker],
+) -> None:
+    """Not an error in the Nucleus: the union's check only refuses more than one member."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        client.call(SUBSCRIBE, {"topic": "t/2", "receiveMode": "RECEIVE_ALL_MESSAGES"})
+        client.receive()
+        for publish_message in ({}, {"jsonMessage": None, "binaryMessage": None}):
+            client.call(PUBLISH, {"topic": "t/2", "publishMessage": publish_message})
+            event, done = client.receive(), client.receive()
+            assert header_value(event, "service-model-type") == (
+                "aws.greengrass#SubscriptionResponseMessage"
+            )
+            assert event.payload == b"{}"
+            assert header_value(done, "service-model-type") == (
+                "aws.greengrass#PublishToTopicResponse"
+            )
+
+
+def test_an_unknown_receive_mode_is_the_default(start_broker: Callable[..., Broker]) -> None:
+    """The model's ReceiveMode.get() turns an unknown name into null, so the Nucleus applies
+    the default: for a wildcard filter, not the subscriber's own messages."""
+    broker = start_broker(RESTRICTED)
+    with RawClient(Path(broker.socket_path)) as client:
+        client.connect("tok-r")
+        client.call(SUBSCRIBE, {"topic": "t/+", "receiveMode": "NOT_A_MODE"})
+        assert header_value(client.receive(), ":message-flags") == 0  # subscribed
+        client.call(SUBSCRIBE, {"topic": "t/1", "receiveMode": "NOT_A_MODE"})
+        wanted = client.receive()
+        client.call(PUBLISH, {"topic": "t/1", "publishMessage": {"jsonMessage": {"message": {}}}})
+        event = client.receive()
+        assert header_value(event, ":stream-id") == header_value(wanted, ":stream-id")
+        assert header_value(client.receive(), "service-model-type") == (
+            "aws.greengrass#PublishToTopicResponse"
+        )
