@@ -12,18 +12,24 @@ from dataclasses import dataclass
 
 from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
 
-__all__ = ["LOGIN_FRAME_SIZE", "Limits"]
+__all__ = ["LOGIN_FRAME_SIZE", "MAX_PENDING_FRAMES", "Limits"]
 
 # The largest frame accepted before CONNECT is accepted (a real CONNECT is ~100 bytes), and the
 # size up to which a frame is read without a share of ``max_partial_bytes``.
 LOGIN_FRAME_SIZE = 64 * 1024
 
 
+MAX_PENDING_FRAMES = 1_000_000
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-connection and broker-wide limits; see :class:`~edgeboost.broker.Broker`."""
 
-    max_pending_frames: int = 1024  # outgoing frames a client may leave unread
+    # Outgoing frames a client may leave unread. The Nucleus buffers a slow client without a
+    # count; so does the broker, up to max_pending_bytes (1,024 frames cut off a consumer that
+    # received a 5,000-reply burst while publishing).
+    max_pending_frames: int = MAX_PENDING_FRAMES
     max_pending_bytes: int = 64 * 1024 * 1024  # and their bytes (with the socket's buffer)
     flush_timeout: float = 2.0  # seconds to deliver the last frames before closing
     login_timeout: float = 10.0  # seconds from accept to an accepted CONNECT

@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
-from edgeboost.broker.limits import Limits
+from edgeboost.broker.limits import MAX_PENDING_FRAMES, Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
 from edgeboost.broker.session import ClientSession, SessionOptions
@@ -68,7 +68,7 @@ class Broker:
         socket_path: str | os.PathLike[str],
         components: Mapping[str, ComponentPolicy],
         *,
-        max_pending_frames: int = 1024,
+        max_pending_frames: int = MAX_PENDING_FRAMES,
         max_pending_bytes: int = 64 * 1024 * 1024,
         numbers_as_doubles: bool = True,
         flush_timeout: float = 2.0,
