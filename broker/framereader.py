@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 
 from edgeboost.broker.budget import ByteBudget
-from edgeboost.broker.eventstream import FrameDecoder, FrameError, Message
 from edgeboost.broker.limits import LOGIN_FRAME_SIZE, Limits
+from edgeboost.runtime.eventstream import FrameDecoder, FrameError, Message
 
 __all__ = ["FrameReader", "ReadTimeout"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
+from edgeboost.runtime.eventstream import MAX_MESSAGE_SIZE
 
 __all__ = ["LOGIN_FRAME_SIZE", "MAX_PENDING_FRAMES", "Limits"]
 

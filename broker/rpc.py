@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgeboost.broker.eventstream import (
+from edgeboost.runtime.eventstream import (
     Header,
     HeaderType,
     Message,

@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any
 
 from edgeboost.broker.budget import ByteBudget
-from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE
 from edgeboost.broker.limits import MAX_PENDING_FRAMES, Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
@@ -33,6 +32,7 @@ from edgeboost.broker.socketfile import (
     release_socket_path,
     socket_identity,
 )
+from edgeboost.runtime.eventstream import MAX_MESSAGE_SIZE
 
 __all__ = ["SOCKET_ENV", "TOKEN_ENV", "Broker", "BrokerError"]
 

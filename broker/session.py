@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from edgeboost.broker import rpc
 from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
-from edgeboost.broker.eventstream import FrameError, Message, MessageFlag, MessageType
 from edgeboost.broker.framereader import FrameReader, ReadTimeout
 from edgeboost.broker.limits import Limits
 from edgeboost.broker.messages import auth_token, parse_request
 from edgeboost.broker.operations import OPERATIONS, OperationContext, Reply
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, Subscription
+from edgeboost.runtime.eventstream import FrameError, Message, MessageFlag, MessageType
 
 __all__ = ["ClientSession", "SessionOptions"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from edgeboost.broker import Broker
 from edgeboost.broker.budget import ByteBudget
-from edgeboost.broker.eventstream import MAX_MESSAGE_SIZE, Header, MessageType, encode_message
 from edgeboost.broker.limits import LOGIN_FRAME_SIZE
 from edgeboost.broker.pubsub import RECEIVE_ALL_MESSAGES, PubSubHub, Subscription
+from edgeboost.runtime.eventstream import MAX_MESSAGE_SIZE, Header, MessageType, encode_message
 
 from . import test_broker_cli as cli_tests
 from . import test_broker_protocol as protocol

@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 from edgeboost.broker.cli import add_arguments, parse_recipe_spec
-from edgeboost.broker.eventstream import FrameDecoder, Header, MessageType, encode_message
+from edgeboost.runtime.eventstream import FrameDecoder, Header, MessageType, encode_message
 
 TIMEOUT = 10.0
 

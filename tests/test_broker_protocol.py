@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from edgeboost.broker import AccessPolicy, Broker, ComponentPolicy, SocketPathError
-from edgeboost.broker.eventstream import (
+from edgeboost.runtime.eventstream import (
     FrameDecoder,
     Header,
     HeaderType,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from edgeboost.broker import rpc
-from edgeboost.broker.eventstream import (
+from edgeboost.runtime.eventstream import (
     MAX_MESSAGE_SIZE,
     FrameDecoder,
     FrameError,
