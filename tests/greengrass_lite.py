@@ -7,6 +7,9 @@ runs them, minus systemd: in a private mount namespace whose /run is a tmpfs (th
 the hard-coded /run/greengrass), with a fresh working folder and a config that declares each
 component and its accessControl. Facts and timings: ../shared/greengrass-lite/README.md.
 
+Tokens go through cgroups where they are writable, else (or with EDGEBOOST_GGL_TOKENS=shim)
+through an LD_PRELOAD shim in ggipcd (ggl_unit_shim.c).
+
 Fixtures (a test module takes them with ``lite_build = greengrass_lite.lite_build`` etc.):
 ``lite_build`` (the binaries), ``edgeboost_package`` (the recipes ``edgeboost package`` writes)
 and ``greengrass_lite`` (one running instance per session that declares those components and
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +263,7 @@ class GreengrassLite:
         self._holder: subprocess.Popen[bytes] | None = None
         self._daemons: dict[str, subprocess.Popen[bytes]] = {}
         self._started: list[tuple[int, str | None]] = []  # every pid we spawned, for leftovers()
-        self._cgroups: set[Path] = set()
+        self._slice = (self._cgroup_root or Path()) / f"edgeboost-{uuid.uuid4().hex[:12]}.slice"
         self._tokens: dict[str, str] = {}
 
     # lifecycle ---------------------------------------------------------------------------
@@ -336,7 +340,9 @@ class GreengrassLite:
         we created."""
         alive = [pid for pid, start in self._started if start and _start_time(pid) == start]
         found = [f"pid {pid}" for pid in alive]
-        return found + [f"cgroup {cgroup}" for cgroup in sorted(self._cgroups) if cgroup.exists()]
+        if self._cgroup_root and self._slice.exists():
+            found.append(f"cgroup {self._slice}")
+        return found
 
     # tokens ------------------------------------------------------------------------------
     def token(self, component: str) -> str:
@@ -356,13 +362,15 @@ class GreengrassLite:
         if self._cgroup_root is None:
             env["EDGEBOOST_GGL_COMPONENT"] = component  # what the shim in ggipcd reads
             return self._run_token_client(command, env)
-        cgroup = self._cgroup_root / f"ggl.{component}.service"
-        cgroup.mkdir(exist_ok=True)
-        self._cgroups.add(cgroup)
+        # Inside a slice of our own, so that parallel sessions never share a cgroup: libsystemd
+        # skips slices when it names the unit (/x.slice/ggl.A.service is unit ggl.A.service).
+        cgroup = self._slice / f"ggl.{component}.service"
+        cgroup.mkdir(parents=True)
         try:
             return self._run_token_client([*command, str(cgroup)], env)
         finally:
             _remove_cgroup(cgroup)
+            _remove_cgroup(self._slice)
 
     def client_env(self, component_or_token: str) -> dict[str, str]:
         """What a component process needs in its environment to connect: socket and SVCUID."""
