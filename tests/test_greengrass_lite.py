@@ -6,6 +6,7 @@ that a real Nucleus grants what those recipes ask for. tests/greengrass_lite.py 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +52,16 @@ greengrass_lite = ggl.greengrass_lite
 
 REQUEST, RESPONSE = "edgeboost/inference/request", "edgeboost/inference/response"
 Connect = Callable[[str], Client]
+
+
+@contextlib.contextmanager
+def connection_closed() -> Iterator[None]:
+    """The call fails because the server closed the connection: the SDK says so in one of three
+    ways, depending on how far it got with the close when the call started."""
+    with pytest.raises((StreamClosedError, ConnectionClosedError, RuntimeError)) as failure:
+        yield
+    if failure.type is RuntimeError:
+        assert "CONNECTION_CLOSED" in str(failure.value)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +148,7 @@ def test_edgeboost_serve_answers_a_consumer_over_lite(
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr
     expected = Model.load(named_bundle[0]).predict([ROW])
-    assert [reply.get("id") for reply in replies] == ["r-1", 7], replies
+    assert [reply.get("id") for reply in replies] == ["r-1", 7], (consumer.events, stderr)
     assert replies[0]["predictions"] == expected * 2
     assert replies[1]["predictions"] == expected
 
@@ -150,7 +161,7 @@ def test_restarting_ggipcd_keeps_the_socket_and_forgets_the_tokens(
     lite.restart_ipc()
     with pytest.raises(AwsCrtError, match="SOCKET_CLOSED"):  # ggipcd keeps tokens in memory
         Client(lite.socket_path, old)
-    with pytest.raises(ConnectionClosedError):
+    with connection_closed():
         before.publish("test/a", {})
     assert lite.token(TALKER) != old
     after = connect(TALKER)
@@ -178,9 +189,9 @@ def test_an_oversize_message_closes_only_its_own_connection(connect: Connect) ->
     listener, big, other = connect(LISTENER), connect(TALKER), connect(TALKER)
     listener.subscribe("test/size")
     big.publish("test/size", b"x" * 7299)  # base64 and headers: just under 10,000 bytes
-    with pytest.raises(StreamClosedError):
+    with connection_closed():
         big.publish("test/size", b"x" * 7300)
-    with pytest.raises(ConnectionClosedError):  # the whole connection, not just that call
+    with connection_closed():  # the whole connection, not just that call
         big.publish("test/size", b"small")
     other.publish("test/size", b"after")
     assert [body for _, body, _ in listener.wait_for_events(2)] == [b"x" * 7299, b"after"]
@@ -195,18 +206,24 @@ def test_stopping_leaves_no_process_cgroup_or_mount(
     with lite:
         pids = lite.pids()
         assert set(pids) == {"ggconfigd", "ggpubsubd", "ggipcd", "namespace"}
-        namespace = os.readlink(f"/proc/{pids['namespace']}/ns/mnt")
+        # Holding the namespace open keeps its id from going to another one (a parallel
+        # session's) until we have looked for processes still in it.
+        namespace_fd = os.open(f"/proc/{pids['namespace']}/ns/mnt", os.O_RDONLY)
+        namespace = os.readlink(f"/proc/self/fd/{namespace_fd}")
         assert namespace != os.readlink("/proc/self/ns/mnt")
         assert "ggl-run /run tmpfs" in Path(f"/proc/{pids['namespace']}/mounts").read_text()
         lite.token(TALKER)  # through a cgroup, where cgroups are writable
         assert all(Path(f"/proc/{pid}").exists() for pid in pids.values())
-    assert lite.leftovers() == []
-    in_namespace = [
-        entry.name
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _mount_namespace(entry) == namespace
-    ]
-    assert in_namespace == []
+    try:
+        assert lite.leftovers() == []
+        in_namespace = [
+            entry.name
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _mount_namespace(entry) == namespace
+        ]
+        assert in_namespace == []
+    finally:
+        os.close(namespace_fd)  # the namespace, and the tmpfs on its /run, go now
 
 
 def test_tokens_through_the_preload_shim(
