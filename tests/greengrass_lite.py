@@ -49,9 +49,6 @@ CACHE = CACHE / "greengrass-lite"
 DAEMONS = ("ggconfigd", "ggpubsubd", "ggipcd")
 SHIM_SOURCE = Path(__file__).with_name("ggl_unit_shim.c")
 TOKEN_CLIENT = Path(__file__).with_name("ggl_token.py")
-# ggipcd's GGL_IPC_MAX_MSG_LEN: one event-stream message, headers included. A larger one closes
-# the whole connection.
-MAX_MESSAGE_BYTES = 10_000
 BUILD_TOOLS = ("cmake", "make", "cc", "pkg-config", "tar", "xz")
 BUILD_LIBRARIES = (
     *("openssl", "libcurl", "sqlite3", "yaml-0.1", "libsystemd"),

@@ -188,7 +188,8 @@ def test_lite_keeps_integers_and_refuses_json_with_binary(connect: Connect) -> N
 def test_an_oversize_message_closes_only_its_own_connection(connect: Connect) -> None:
     listener, big, other = connect(LISTENER), connect(TALKER), connect(TALKER)
     listener.subscribe("test/size")
-    big.publish("test/size", b"x" * 7299)  # base64 and headers: just under 10,000 bytes
+    # ggipcd's GGL_IPC_MAX_MSG_LEN is 10,000 bytes a message, headers and base64 included.
+    big.publish("test/size", b"x" * 7299)
     with connection_closed():
         big.publish("test/size", b"x" * 7300)
     with connection_closed():  # the whole connection, not just that call
