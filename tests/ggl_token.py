@@ -17,8 +17,8 @@ import socket
 import sys
 from pathlib import Path
 
-from edgeboost.broker.eventstream import FrameDecoder, Header, MessageFlag, MessageType
-from edgeboost.broker.eventstream import encode_message as encode
+from edgeboost.runtime.eventstream import FrameDecoder, Header, MessageFlag, MessageType
+from edgeboost.runtime.eventstream import encode_message as encode
 
 
 def main(socket_path: str, component: str, cgroup: str | None = None) -> int:
