@@ -195,6 +195,13 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help="seconds from SIGTERM to exit (the Nucleus SIGKILLs 5 s after SIGTERM)",
     )
     parser.add_argument("--target", help="load the library of this target (default: this machine)")
+    parser.add_argument(
+        "--transport",
+        choices=("builtin", "awsiotsdk"),
+        default="builtin",
+        help="Greengrass IPC client: builtin (the default: standard library only) or awsiotsdk "
+        "(AWS's client; needs pip install awsiotsdk)",
+    )
 
 
 def server_config(args: argparse.Namespace) -> Any:
@@ -295,14 +302,23 @@ def _serve(args: argparse.Namespace) -> int:
     import threading
 
     from edgeboost.runtime import Model
-    from edgeboost.runtime.greengrass import GreengrassTransport
     from edgeboost.runtime.server import InferenceServer
+    from edgeboost.runtime.transport import Transport
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     model = Model.load(args.bundle, target=args.target)
-    server = InferenceServer(model, GreengrassTransport(), server_config(args))
+    transport: Transport
+    if args.transport == "awsiotsdk":
+        from edgeboost.runtime.greengrass import GreengrassTransport
+
+        transport = GreengrassTransport()
+    else:
+        from edgeboost.runtime.ipc_transport import BuiltinTransport
+
+        transport = BuiltinTransport()
+    server = InferenceServer(model, transport, server_config(args))
     status = server.run(stop)
     # Exit now, whatever a stuck thread is doing: the Nucleus SIGKILLs 5 s after SIGTERM, and
     # interpreter shutdown would wait on the IPC client's native threads.

@@ -32,14 +32,11 @@ from .exceptions import (
     IpcRefusedError,
     IpcUnconfirmedError,
 )
-from .transport import Message
+from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
 
-__all__ = ["SOCKET_ENV", "TOKEN_ENV", "GreengrassTransport", "subscribe_advice"]
+__all__ = ["GreengrassTransport"]
 
 _log = logging.getLogger(__name__)
-
-SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
-TOKEN_ENV = "SVCUID"
 
 
 def _sdk() -> Any:
@@ -55,13 +52,6 @@ def _sdk() -> Any:
             "(or pip install 'edgeboost[greengrass]')"
         ) from exc
     return awsiot
-
-
-def subscribe_advice(topic: str) -> str:
-    return (
-        "add to the component recipe's accessControl an aws.greengrass.ipc.pubsub policy with "
-        f"operation aws.greengrass#SubscribeToTopic and resource {topic!r}"
-    )
 
 
 class GreengrassTransport:

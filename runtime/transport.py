@@ -20,7 +20,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Message", "Transport"]
+__all__ = ["SOCKET_ENV", "TOKEN_ENV", "Message", "Transport", "subscribe_advice"]
+
+# What the Nucleus puts in a component's environment for IPC.
+SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+TOKEN_ENV = "SVCUID"
+
+
+def subscribe_advice(topic: str) -> str:
+    """What to add to a recipe when SubscribeToTopic is refused."""
+    return (
+        "add to the component recipe's accessControl an aws.greengrass.ipc.pubsub policy with "
+        f"operation aws.greengrass#SubscribeToTopic and resource {topic!r}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

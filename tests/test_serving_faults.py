@@ -8,7 +8,7 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,26 @@ def broker(sdk: None, workdir: Path) -> Iterator[BrokerProcess]:
     running.kill()
 
 
-def start_server(broker: BrokerProcess, bundle: Path, workdir: Path, *args: str) -> ServerProcess:
-    return ServerProcess(
-        bundle, broker.env(SERVER), workdir, "--stats-interval", "3600", *args
-    ).start()
+TRANSPORTS = ("builtin", "awsiotsdk")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every serving test runs with both IPC clients: the built-in one and AWS's."""
+    return str(request.param)
+
+
+@pytest.fixture()
+def serve(
+    transport: str, named_bundle: tuple[Path, object], workdir: Path
+) -> Callable[..., ServerProcess]:
+    """start(ipc_server, *serve_args) -> `edgeboost serve` running as the server component."""
+
+    def start(ipc_server: BrokerProcess, *args: str) -> ServerProcess:
+        options = ("--transport", transport, "--stats-interval", "3600", *args)
+        return ServerProcess(named_bundle[0], ipc_server.env(SERVER), workdir, *options).start()
+
+    return start
 
 
 @pytest.fixture()
@@ -108,14 +124,13 @@ HOSTILE: dict[str, tuple[Any, str]] = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_payload_is_refused_and_serving_goes_on(
+    serve: Callable[..., ServerProcess],
     case: str,
     broker: BrokerProcess,
     consumer: Consumer,
-    named_bundle: tuple[Path, object],
-    workdir: Path,
 ) -> None:
     payload, code = HOSTILE[case]
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     try:
         server.wait_serving()
         consumer.publish(REQUEST, payload)
@@ -133,11 +148,13 @@ def test_a_hostile_payload_is_refused_and_serving_goes_on(
 
 
 def test_every_request_of_a_burst_beyond_both_queues_is_answered(
-    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
+    consumer: Consumer,
 ) -> None:
     # 64 wait for a worker and 4,096 for an "overloaded" reply by default: 5,000 overflows
     # both unless overloaded replies go out as fast as requests come in.
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     burst = 5000
     try:
         server.wait_serving()
@@ -162,11 +179,11 @@ def test_every_request_of_a_burst_beyond_both_queues_is_answered(
 
 
 def test_what_cannot_be_queued_is_shed_counted_and_logged(
-    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
+    consumer: Consumer,
 ) -> None:
-    server = start_server(
-        broker, named_bundle[0], workdir, "--queue-size", "2", "--overload-queue-size", "2"
-    )
+    server = serve(broker, "--queue-size", "2", "--overload-queue-size", "2")
     burst = 2000
     try:
         server.wait_serving()
@@ -192,9 +209,11 @@ def test_what_cannot_be_queued_is_shed_counted_and_logged(
 
 @pytest.mark.slow
 def test_a_5_s_stall_under_150_requests_per_second_loses_nothing(
-    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
+    consumer: Consumer,
 ) -> None:
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     rate, seconds, stall_at, stall_s = 150, 10.0, 2.0, 5.0
     total = int(rate * seconds)
     try:
@@ -230,12 +249,12 @@ def test_a_5_s_stall_under_150_requests_per_second_loses_nothing(
 
 
 def test_a_request_topic_not_granted_stops_the_server_at_once(
-    sdk: None, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess], sdk: None, workdir: Path
 ) -> None:
     grants = {"publish": [RESPONSE, LEGACY_OUT], "subscribe": [LEGACY_IN]}
     broker = start_broker(workdir, server_grants=grants)
     try:
-        server = start_server(broker, named_bundle[0], workdir)
+        server = serve(broker)
         started = time.monotonic()
         status = server.wait(10)
         took = time.monotonic() - started
@@ -252,13 +271,13 @@ def test_a_request_topic_not_granted_stops_the_server_at_once(
 
 
 def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
-    sdk: None, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess], sdk: None, workdir: Path
 ) -> None:
     grants = {"publish": [LEGACY_OUT], "subscribe": [REQUEST, LEGACY_IN]}
     broker = start_broker(workdir, server_grants=grants)
     client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server = start_server(broker, named_bundle[0], workdir)
+        server = serve(broker)
         server.wait_serving()
         for i in range(50):
             client.publish(REQUEST, request(i, [ROW]))
@@ -281,13 +300,12 @@ def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
     "state", ["idle", "burst", "hostile payloads", "ipc server stopped", "ipc server killed"]
 )
 def test_sigterm_exits_within_4_s_in_any_state(
+    serve: Callable[..., ServerProcess],
     state: str,
     broker: BrokerProcess,
     consumer: Consumer,
-    named_bundle: tuple[Path, object],
-    workdir: Path,
 ) -> None:
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     server.wait_serving()
     if state == "burst":
         for i in range(300):
@@ -315,9 +333,11 @@ def test_sigterm_exits_within_4_s_in_any_state(
 
 
 def test_sigterm_with_a_full_queue_and_the_ipc_server_gone(
-    broker: BrokerProcess, consumer: Consumer, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
+    consumer: Consumer,
 ) -> None:
-    server = start_server(broker, named_bundle[0], workdir, "--queue-size", "1000")
+    server = serve(broker, "--queue-size", "1000")
     server.wait_serving()
     server.signal(signal.SIGSTOP)  # the requests pile up in the server's socket
     sends = [consumer.publish(REQUEST, request(i, [ROW] * 200), wait=False) for i in range(300)]
@@ -338,9 +358,10 @@ def test_sigterm_with_a_full_queue_and_the_ipc_server_gone(
 
 
 def test_the_server_serves_again_after_the_ipc_server_restarts(
-    broker: BrokerProcess, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
 ) -> None:
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     try:
         server.wait_serving()
         broker.kill()
@@ -348,7 +369,7 @@ def test_the_server_serves_again_after_the_ipc_server_restarts(
         broker.start()
         client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
         try:
-            wait_until(lambda: "IPC connected" in server.stdout.split("disconnected")[-1], 5)
+            wait_until(lambda: server.stdout.count("IPC connected") == 2, 5)
             client.publish(REQUEST, request("back", [ROW]))
             (reply,) = client.wait_for(1, timeout=5)
         finally:
@@ -361,10 +382,11 @@ def test_the_server_serves_again_after_the_ipc_server_restarts(
 
 
 def test_legacy_requests_still_get_the_old_reply(
-    broker: BrokerProcess, named_bundle: tuple[Path, object], workdir: Path
+    serve: Callable[..., ServerProcess],
+    broker: BrokerProcess,
 ) -> None:
     client = Consumer(broker.env(CONSUMER)).subscribe(LEGACY_OUT)
-    server = start_server(broker, named_bundle[0], workdir)
+    server = serve(broker)
     try:
         server.wait_serving()
         client.publish(

@@ -1,0 +1,254 @@
+"""The built-in Greengrass IPC transport: standard library only, one thread.
+
+The device default. awsiotsdk's native core (awscrt) has no armv7 wheel, needs pip at install
+and adds ~12 MB to the process; this transport needs nothing the runtime does not already
+have. Its one thread connects, subscribes, reads, and reconnects with back-off when the
+connection drops; replies are written by whichever thread publishes. Like the awsiotsdk
+transport (``greengrass.py``): only a lost connection counts as lost, a modelled error is an
+answer, and a refused token or subscription is fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from .exceptions import IpcError, IpcNotSentError, IpcRefusedError
+from .ipc_connection import (
+    ConnectionLost,
+    IpcConnection,
+    binary_publish_request,
+    received_message,
+)
+from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
+
+__all__ = ["BuiltinTransport"]
+
+_log = logging.getLogger(__name__)
+
+_PUMP_S = 0.25  # how often the reading thread looks at the clock (late answers, closing)
+
+
+class BuiltinTransport:
+    """Subscribe once, stay subscribed, publish replies. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: str | None = None,
+        auth_token: str | None = None,
+        call_timeout_s: float = 5.0,
+        start_timeout_s: float = 4.0,
+        backoff_s: tuple[float, float] = (0.05, 1.0),
+    ) -> None:
+        self._socket_path = socket_path or os.environ.get(SOCKET_ENV, "")
+        self._auth_token = auth_token or os.environ.get(TOKEN_ENV, "")
+        self._call_timeout_s = call_timeout_s
+        self._start_timeout_s = start_timeout_s
+        self._backoff_s = backoff_s
+        self._lock = threading.Lock()
+        self._connection: IpcConnection | None = None
+        self._subscriptions: list[int] = []
+        self._topics: list[str] = []
+        self._deliver: Callable[[Message], None] = lambda message: None
+        self._on_fatal: Callable[[Exception], None] = lambda error: None
+        self._connected = threading.Event()
+        self._closing = threading.Event()
+        self._started = threading.Event()
+        self._start_error: Exception | None = None
+        self._receiving = True
+        self._reconnects = 0
+        self._thread: threading.Thread | None = None
+
+    # --- Transport ---------------------------------------------------------------------------
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
+
+    def start(
+        self,
+        topics: Sequence[str],
+        deliver: Callable[[Message], None],
+        on_fatal: Callable[[Exception], None],
+    ) -> None:
+        if not self._socket_path or not self._auth_token:
+            raise IpcError(
+                f"{SOCKET_ENV} and {TOKEN_ENV} must be set (the Nucleus sets them for a "
+                "component whose recipe has an aws.greengrass.ipc.pubsub accessControl)"
+            )
+        self._topics, self._deliver, self._on_fatal = list(topics), deliver, on_fatal
+        self._thread = threading.Thread(target=self._run, name="edgeboost-ipc", daemon=True)
+        self._thread.start()
+        # The thread gives up by itself after start_timeout_s; the margin covers one call.
+        self._started.wait(self._start_timeout_s + self._call_timeout_s * (len(topics) + 2))
+        if self._start_error is not None:
+            raise self._start_error
+        if not self._started.is_set():
+            raise IpcError(f"no connection to the Greengrass IPC server at {self._socket_path}")
+
+    def publish(self, topic: str, payload: bytes) -> Future[None]:
+        connection = self._connection
+        if connection is None:
+            failed: Future[None] = Future()
+            failed.set_exception(IpcNotSentError("not connected to the IPC server"))
+            return failed
+        _, response = connection.call(
+            "PublishToTopic", binary_publish_request(topic, payload), topic=topic
+        )
+        done: Future[None] = Future()
+        response.add_done_callback(lambda answer: _settle(done, answer))
+        return done
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop_receiving(self, timeout: float) -> None:
+        with self._lock:
+            self._receiving = False
+            connection, streams, self._subscriptions = self._connection, self._subscriptions, []
+        if connection is not None:
+            for stream_id in streams:
+                connection.terminate(stream_id)  # a write, bounded by the send timeout
+
+    def close(self, timeout: float) -> None:
+        self._closing.set()
+        with self._lock:
+            connection = self._connection
+        if connection is not None:
+            connection.abort()  # the connection thread sees it at once and closes it
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # --- the connection thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        give_up_at = time.monotonic() + self._start_timeout_s
+        delay, ceiling = self._backoff_s
+        while not self._closing.is_set():
+            try:
+                connection = self._connect()
+            except IpcRefusedError as exc:  # a recipe or token problem: retrying cannot help
+                self._fail(exc)
+                return
+            except (OSError, IpcError) as exc:
+                if not self._started.is_set() and time.monotonic() + delay > give_up_at:
+                    self._fail(
+                        IpcError(
+                            f"cannot reach the Greengrass IPC server at {self._socket_path}: {exc}"
+                        )
+                    )
+                    return
+                _log.warning(
+                    "cannot reach the IPC server at %s (%s); retrying in %.2f s",
+                    self._socket_path,
+                    exc,
+                    delay,
+                )
+                self._closing.wait(delay)
+                delay = min(ceiling, delay * 2)
+                continue
+            delay = self._backoff_s[0]
+            if self._started.is_set():
+                self._reconnects += 1
+            self._started.set()
+            self._serve(connection)
+
+    def _connect(self) -> IpcConnection:
+        """A logged-in connection with every subscription answered."""
+        connection = IpcConnection.open(
+            self._socket_path, self._auth_token, call_timeout_s=self._call_timeout_s
+        )
+        try:
+            streams = [self._subscribe(connection, topic) for topic in self._topics]
+        except BaseException:
+            connection.close()
+            raise
+        with self._lock:
+            if not self._receiving:  # stop_receiving ran while we were connecting
+                for stream_id in streams:
+                    connection.terminate(stream_id)
+                streams = []
+            self._connection, self._subscriptions = connection, streams
+            self._connected.set()
+        _log.info(
+            "IPC connected to %s; subscribed to %s",
+            self._socket_path,
+            ", ".join(self._topics) if streams else "nothing",
+        )
+        return connection
+
+    def _subscribe(self, connection: IpcConnection, topic: str) -> int:
+        stream_id, response = connection.call(
+            "SubscribeToTopic",
+            {"topic": topic},
+            topic=topic,
+            on_event=self._on_event,
+            on_closed=self._on_subscription_closed,
+        )
+        deadline = time.monotonic() + self._call_timeout_s + _PUMP_S
+        while not response.done():
+            if time.monotonic() > deadline:
+                raise IpcError(f"no answer to SubscribeToTopic {topic!r}")
+            connection.pump(_PUMP_S)  # this thread is the reader: read until the answer
+        error = response.exception()
+        if isinstance(error, IpcRefusedError):
+            raise IpcRefusedError(
+                error.error,
+                "SubscribeToTopic",
+                f"{_message_of(error)}; {subscribe_advice(topic)}",
+                topic=topic,
+            )
+        if error is not None:
+            raise IpcError(f"SubscribeToTopic {topic!r} failed: {error}")
+        return stream_id
+
+    def _serve(self, connection: IpcConnection) -> None:
+        try:
+            while not self._closing.is_set():
+                connection.pump(_PUMP_S)
+        except ConnectionLost as exc:
+            if not self._closing.is_set():
+                _log.warning("IPC connection lost (%s); reconnecting", exc)
+        finally:
+            with self._lock:
+                self._connection, self._subscriptions = None, []
+                self._connected.clear()
+            connection.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self._started.is_set():
+            self._on_fatal(error)
+        else:
+            self._start_error = error
+            self._started.set()
+
+    # --- stream callbacks: this transport's thread --------------------------------------------
+    def _on_event(self, event: dict[str, Any]) -> None:
+        received = received_message(event)
+        if received is not None:
+            self._deliver(Message(topic=received[0], payload=received[1]))
+
+    def _on_subscription_closed(self) -> None:
+        # The server ended a subscription on a live connection: reconnect to subscribe again.
+        if self._receiving and not self._closing.is_set():
+            _log.warning("the IPC server closed a subscription; reconnecting")
+            with self._lock:
+                connection = self._connection
+            if connection is not None:
+                connection.abort()
+
+
+def _settle(done: Future[None], answer: Future[dict[str, Any]]) -> None:
+    error = answer.exception()
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+def _message_of(error: IpcRefusedError) -> str:
+    return str(error).split(": ", 1)[-1]
