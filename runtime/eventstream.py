@@ -11,7 +11,7 @@ import enum
 import struct
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -292,16 +292,18 @@ class FrameDecoder:
         The prelude is checked as soon as it arrives, so a corrupt length never makes us wait
         for (or allocate) megabytes that are not coming.
         """
+        return list(self.frames(data))
+
+    def frames(self, data: bytes) -> Iterator[Message]:
+        """Like :meth:`feed`, one frame at a time: the frames before a corrupt one are yours."""
         self._buffer += data
-        messages: list[Message] = []
         while len(self._buffer) >= PRELUDE_SIZE:
             total, _ = _check_prelude(bytes(self._buffer[:PRELUDE_SIZE]))
             if len(self._buffer) < total:
                 break
             frame = bytes(self._buffer[:total])
             del self._buffer[:total]
-            messages.append(decode_message(frame))
-        return messages
+            yield decode_message(frame)
 
     @property
     def pending(self) -> int:

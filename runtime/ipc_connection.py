@@ -34,6 +34,7 @@ from .exceptions import IpcError, IpcNotSentError, IpcRefusedError, IpcUnconfirm
 
 __all__ = [
     "SERVICE",
+    "ClosedByServer",
     "ConnectionLost",
     "IpcConnection",
     "binary_publish_request",
@@ -47,6 +48,10 @@ _READ_SIZE = 64 * 1024
 
 class ConnectionLost(IpcError):
     """The connection closed or broke; whatever was in flight is unconfirmed."""
+
+
+class ClosedByServer(ConnectionLost):
+    """The server ended the connection (end of stream)."""
 
 
 @dataclass
@@ -71,6 +76,8 @@ class IpcConnection:
         self._streams: dict[int, _Stream] = {}
         self._next_stream = 1
         self._closed = False
+        self._backlog: list[Message] = []  # frames that came with the CONNECT_ACK
+        self._broken: ConnectionLost | None = None  # raised once the frames before it are in
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
@@ -109,14 +116,15 @@ class IpcConnection:
         while time.monotonic() < deadline:
             try:
                 messages = self._read(deadline - time.monotonic())
-            except ConnectionLost as exc:
+            except ClosedByServer as exc:
                 # Nucleus lite answers an unknown (or, after its restart, forgotten) token by
                 # closing the connection; the Java Nucleus with a CONNECT_ACK that refuses.
                 raise IpcRefusedError("ConnectionClosed", "CONNECT", _refused_token()) from exc
-            for message in messages:
-                if _int(message, ":message-type") != MessageType.CONNECT_ACK:
-                    raise FrameError("the first frame from the server is not a CONNECT_ACK")
-                if _int(message, ":message-flags") & MessageFlag.CONNECTION_ACCEPTED:
+            if messages:
+                first, self._backlog = messages[0], messages[1:]
+                if _int(first, ":message-type") != MessageType.CONNECT_ACK:
+                    raise ConnectionLost("the first frame from the server is not a CONNECT_ACK")
+                if _int(first, ":message-flags") & MessageFlag.CONNECTION_ACCEPTED:
                     return
                 raise IpcRefusedError("AccessDenied", "CONNECT", _refused_token())
         raise TimeoutError(f"no CONNECT_ACK within {self._call_timeout_s} s")
@@ -179,11 +187,16 @@ class IpcConnection:
     def pump(self, timeout: float) -> None:
         """Read for up to ``timeout`` seconds and dispatch what arrived; expire late answers.
         Raises ConnectionLost when the connection ends."""
-        for message in self._read(timeout):
+        backlog, self._backlog = self._backlog, []
+        for message in backlog + self._read(timeout):
             self._dispatch(message)
         self._expire(time.monotonic())
 
     def _read(self, timeout: float) -> list[Message]:
+        """The frames that arrive within ``timeout``; the frames before a corrupt one or the
+        end of the stream are returned first, and ConnectionLost is raised on the next call."""
+        if self._broken is not None:
+            raise self._broken
         try:
             readable, _, _ = select.select([self._socket], [], [], max(0.0, timeout))
             if not readable:
@@ -192,11 +205,15 @@ class IpcConnection:
         except (OSError, ValueError) as exc:  # ValueError: select on a closed socket
             raise ConnectionLost(f"reading from the IPC server failed: {exc!r}") from None
         if not data:
-            raise ConnectionLost("the IPC server closed the connection")
+            raise ClosedByServer("the IPC server closed the connection")
+        messages: list[Message] = []
         try:
-            return self._decoder.feed(data)
+            messages.extend(self._decoder.frames(data))
         except FrameError as exc:
-            raise ConnectionLost(f"the IPC server sent a malformed frame: {exc}") from None
+            self._broken = ConnectionLost(f"the IPC server sent a malformed frame: {exc}")
+            if not messages:
+                raise self._broken from None
+        return messages
 
     def _dispatch(self, message: Message) -> None:
         kind = _int(message, ":message-type")
