@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
 from edgeboost.runtime import IntegrityError, Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
-from .conftest import need
+from .conftest import SHIPPED_MODEL, need
 from .zoo import train
 
 NAME, VERSION = "com.example.Sensors", "1.2.3"
@@ -45,14 +46,69 @@ def all_target_bundle(
 @pytest.fixture(scope="session")
 def packaged(all_target_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("greengrass-build")
-    package_bundle(all_target_bundle, output, OPTIONS)
+    package_bundle(
+        all_target_bundle,
+        output,
+        OPTIONS,
+        consumer_requests=SHIPPED_MODEL.parent / "requests.json",
+    )
     return output
 
 
-def _recipe(output: Path) -> dict[str, Any]:
-    path = output / "recipes" / f"{NAME}-{VERSION}.yaml"
+def _recipe(output: Path, name: str = NAME) -> dict[str, Any]:
+    path = output / "recipes" / f"{name}-{VERSION}.yaml"
     assert path.stat().st_size < MAX_RECIPE_BYTES
     return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+# How each Nucleus picks the manifest of a recipe, re-implemented from its source so the tests
+# can ask "which zip does this device get?". Both take the FIRST manifest that matches.
+
+
+def java_select(platform: dict[str, str], manifests: list[Any]) -> Any:
+    """The Java Nucleus: PlatformHelper.findBestMatch / isAttributeSatisfied
+    (aws-greengrass-component-common, called from PlatformResolver.findBestMatch when
+    RecipeLoader.loadFromFile reads the recipe). Every key of the manifest's Platform must hold
+    for the device's platform: "*" always (even for a key the device does not report, such as
+    runtime), otherwise a missing device value never; /regex/ as a full match; "all"/"any" for
+    os and architecture; otherwise equality."""
+
+    def holds(key: str, template: str) -> bool:
+        label = platform.get(key)
+        if template == "*":
+            return True
+        if not label:
+            return False
+        if len(template) >= 2 and template[0] == template[-1] == "/":
+            return re.fullmatch(template[1:-1], label) is not None
+        if key in ("os", "architecture") and template in ("all", "any"):
+            return True
+        return template[:1].isalnum() and template == label
+
+    return next(
+        (m for m in manifests if all(holds(k, v) for k, v in (m["Platform"] or {}).items())),
+        None,
+    )
+
+
+def lite_select(architecture: str, manifests: list[Any]) -> Any:
+    """Nucleus lite 2.6.0: manifest_selection in modules/ggl-recipe/src/recipe.c, tried on
+    each manifest in order by select_linux_manifest (artifacts) and select_linux_lifecycle.
+    A manifest counts only if its Platform has runtime "*" or "aws_nucleus_lite" (no runtime
+    means Java Nucleus only), os "linux", "*" or "all", architecture absent, "*" or the one
+    nucleus lite was compiled for (get_current_architecture: amd64, aarch64 or arm), and a
+    non-empty Lifecycle. architecture.detail is never read there."""
+    for manifest in manifests:
+        platform = manifest["Platform"]
+        if platform.get("runtime") not in ("*", "aws_nucleus_lite"):
+            continue
+        if platform.get("os") not in ("linux", "*", "all"):
+            continue
+        if platform.get("architecture") in (None, "", "*", architecture) and manifest.get(
+            "Lifecycle"
+        ):
+            return manifest
+    return None
 
 
 def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
@@ -61,9 +117,9 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
     assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (NAME, VERSION)
     platforms = [m["Platform"] for m in recipe["Manifests"]]
     assert platforms == [
-        {"os": "linux", "architecture": "amd64"},
-        {"os": "linux", "architecture": "aarch64"},
-        {"os": "linux", "architecture": "arm", "architecture.detail": "armv7l"},
+        {"os": "linux", "runtime": "*", "architecture": "amd64"},
+        {"os": "linux", "runtime": "*", "architecture": "aarch64"},
+        {"os": "linux", "runtime": "*", "architecture": "arm", "architecture.detail": "armv7l"},
     ]
     artifacts = packaged / "artifacts" / NAME / VERSION
     for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
@@ -79,6 +135,47 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
         install = manifest["Lifecycle"]["Install"]["Script"]
         assert "import cffi" in install and "awsiotsdk" in install
         assert "numpy" not in install + run and "xgboost" not in install + run
+
+
+# What each Nucleus reports on a well-behaved device of each target: the Java Nucleus from
+# PlatformResolver (os.arch of the JVM; `uname -m` as architecture.detail on arm), nucleus lite
+# the architecture it was compiled for (get_current_architecture).
+NUCLEUS_PLATFORMS = [
+    ("x86_64-linux-gnu", {"os": "linux", "architecture": "amd64"}, "amd64"),
+    ("aarch64-linux-gnu", {"os": "linux", "architecture": "aarch64"}, "aarch64"),
+    (
+        "armv7-linux-gnueabihf",
+        {"os": "linux", "architecture": "arm", "architecture.detail": "armv7l"},
+        "arm",
+    ),
+]
+
+
+@pytest.mark.parametrize(("triple", "java", "lite"), NUCLEUS_PLATFORMS)
+def test_both_nuclei_select_the_targets_manifest(
+    packaged: Path, triple: str, java: dict[str, str], lite: str
+) -> None:
+    manifests = _recipe(packaged)["Manifests"]
+    for selected in (java_select(java, manifests), lite_select(lite, manifests)):
+        assert selected is not None
+        (artifact,) = selected["Artifacts"]
+        assert artifact["Uri"].endswith(f"/edgeboost-{triple}.zip")
+    consumer = _recipe(packaged, f"{NAME}.Consumer")["Manifests"]
+    assert java_select(java, consumer) is consumer[0]
+    assert lite_select(lite, consumer) is consumer[0]
+
+
+def test_the_nucleus_rules_refuse_what_they_should() -> None:
+    """The re-implemented rules can say no: nucleus lite skips a manifest without runtime
+    (every manifest before this change), and the Java Nucleus a value it does not report."""
+    old = {"Platform": {"os": "linux", "architecture": "amd64"}, "Lifecycle": {"Run": "x"}}
+    assert lite_select("amd64", [old]) is None
+    assert java_select({"os": "linux", "architecture": "amd64"}, [old]) is old
+    lite_only = {"Platform": {"os": "linux", "runtime": "aws_nucleus_lite"}, "Lifecycle": {"a": 1}}
+    assert java_select({"os": "linux", "architecture": "amd64"}, [lite_only]) is None
+    assert lite_select("arm", [lite_only]) is lite_only
+    armv7 = {"Platform": {"os": "linux", "runtime": "*", "architecture.detail": "armv7l"}}
+    assert java_select({"os": "linux", "architecture": "arm"}, [armv7]) is None
 
 
 def test_access_control_names_exact_topics_only(packaged: Path) -> None:
