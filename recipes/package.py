@@ -214,13 +214,13 @@ def _fill(node: Any, values: dict[str, str]) -> Any:
 def _platform_manifest(options: ComponentOptions, triple: str, folder: str) -> Any:
     target = TARGETS[triple]
     uri = f"{options.artifact_uri_prefix.rstrip('/')}/{options.name}/{options.version}/{folder}.zip"
-    manifest = _fill(
-        _template("manifest.yaml"),
-        {"architecture": target.greengrass_architecture, "folder": folder, "artifact_uri": uri},
-    )
-    if target.greengrass_architecture_detail:
-        manifest["Platform"]["architecture.detail"] = target.greengrass_architecture_detail
-    return manifest
+    values = {
+        "architecture": target.greengrass_architecture,
+        "triple": triple,
+        "folder": folder,
+        "artifact_uri": uri,
+    }
+    return _fill(_template("manifest.yaml"), values)
 
 
 def _recipe_dumper() -> Any:
