@@ -7,10 +7,15 @@ import platform
 import sys
 from dataclasses import dataclass
 
-__all__ = ["TARGETS", "Target", "host_target", "target_mismatch"]
+__all__ = ["MIN_PYTHON", "TARGETS", "Target", "host_target", "target_mismatch"]
 
 # Lets a user force a choice (for example a 32-bit userland the probe below gets wrong).
 TARGET_ENV_VAR = "EDGEBOOST_TARGET"
+
+# The oldest Python the device runtime supports (pyproject's requires-python; a test keeps the
+# two equal). It lives here, with the other facts about the device's process, so that the
+# Greengrass recipe can check it on the device before anything else.
+MIN_PYTHON = (3, 10)
 
 
 @dataclass(frozen=True, slots=True)

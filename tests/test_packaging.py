@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -20,7 +21,13 @@ from edgeboost.compile import ToolchainError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
 from edgeboost.runtime import IntegrityError, Model
-from edgeboost.runtime.targets import TARGET_ENV_VAR, TARGETS, host_target, target_mismatch
+from edgeboost.runtime.targets import (
+    MIN_PYTHON,
+    TARGET_ENV_VAR,
+    TARGETS,
+    host_target,
+    target_mismatch,
+)
 
 from .conftest import SHIPPED_MODEL, need
 from .zoo import train
@@ -274,6 +281,38 @@ def test_install_refuses_a_zip_python3_cannot_load(packaged: Path, tmp_path: Pat
     result = _run_install(packaged, other, tmp_path)
     assert result.returncode == 1
     assert result.stderr == f"{target_mismatch(other)}\n"
+
+
+def test_min_python_is_the_one_pyproject_declares() -> None:
+    declared = importlib.metadata.metadata("edgeboost")["Requires-Python"]
+    assert declared == ">=" + ".".join(map(str, MIN_PYTHON))
+
+
+def test_install_checks_python_first_in_both_recipes(packaged: Path) -> None:
+    inference = [m["Lifecycle"]["Install"]["Script"] for m in _recipe(packaged)["Manifests"]]
+    (consumer,) = _recipe(packaged, f"{NAME}.Consumer")["Manifests"]
+    for script in [*inference, consumer["Lifecycle"]["Install"]["Script"]]:
+        first = script.splitlines()[0]
+        minimum = ", ".join(map(str, MIN_PYTHON))
+        assert first.startswith(
+            f"python3 -c 'import sys; sys.exit(sys.version_info < ({minimum}))'"
+        )
+
+
+def test_install_refuses_an_old_python_in_one_line(
+    all_target_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A minimum no interpreter meets, to see this interpreter refused.
+    monkeypatch.setattr("edgeboost.recipes.package.MIN_PYTHON", (99, 0))
+    output = tmp_path / "out"
+    package_bundle(all_target_bundle, output, OPTIONS)
+    result = _run_install(output, host_target(), tmp_path)
+    assert result.returncode == 1
+    found = f"Python {sys.version.split()[0]}"
+    assert result.stderr == (
+        f"edgeboost needs python3 >= 99.0 (found: {found}): install Python 99.0 or newer as "
+        "python3\n"
+    )
 
 
 def test_the_nucleus_rules_refuse_what_they_should() -> None:
