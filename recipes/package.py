@@ -30,7 +30,7 @@ from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, verify_bundle
 from edgeboost.runtime.manifest import MANIFEST_NAME, Manifest
 from edgeboost.runtime.model import Model
-from edgeboost.runtime.targets import TARGETS, host_target
+from edgeboost.runtime.targets import MIN_PYTHON, TARGETS, host_target
 
 __all__ = ["MAX_RECIPE_BYTES", "ComponentOptions", "Package", "package_bundle"]
 
@@ -141,6 +141,7 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
         "legacy_request_topic": options.legacy_request_topic,
         "legacy_response_topic": options.legacy_response_topic,
         "artifact_uri_prefix": f"{prefix}/{name}/{options.version}",
+        **_python_values(),
     }
     recipe = _fill(_template("consumer.yaml"), values)
     path = output / "recipes" / f"{name}-{options.version}.yaml"
@@ -211,16 +212,25 @@ def _fill(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
+def _python_values() -> dict[str, str]:
+    """The runtime's minimum Python, for the Install check that comes first in both recipes."""
+    return {
+        "python_min": ".".join(map(str, MIN_PYTHON)),
+        "python_min_tuple": ", ".join(map(str, MIN_PYTHON)),
+    }
+
+
 def _platform_manifest(options: ComponentOptions, triple: str, folder: str) -> Any:
     target = TARGETS[triple]
     uri = f"{options.artifact_uri_prefix.rstrip('/')}/{options.name}/{options.version}/{folder}.zip"
-    manifest = _fill(
-        _template("manifest.yaml"),
-        {"architecture": target.greengrass_architecture, "folder": folder, "artifact_uri": uri},
-    )
-    if target.greengrass_architecture_detail:
-        manifest["Platform"]["architecture.detail"] = target.greengrass_architecture_detail
-    return manifest
+    values = {
+        "architecture": target.greengrass_architecture,
+        "triple": triple,
+        "folder": folder,
+        "artifact_uri": uri,
+        **_python_values(),
+    }
+    return _fill(_template("manifest.yaml"), values)
 
 
 def _recipe_dumper() -> Any:

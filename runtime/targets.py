@@ -7,10 +7,15 @@ import platform
 import sys
 from dataclasses import dataclass
 
-__all__ = ["TARGETS", "Target", "host_target"]
+__all__ = ["MIN_PYTHON", "TARGETS", "Target", "host_target", "target_mismatch"]
 
 # Lets a user force a choice (for example a 32-bit userland the probe below gets wrong).
 TARGET_ENV_VAR = "EDGEBOOST_TARGET"
+
+# The oldest Python the device runtime supports (pyproject's requires-python; a test keeps the
+# two equal). It lives here, with the other facts about the device's process, so that the
+# Greengrass recipe can check it on the device before anything else.
+MIN_PYTHON = (3, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +24,10 @@ class Target:
     # Values of platform.machine() a process of this target reports.
     machines: tuple[str, ...]
     pointer_bits: int
-    # Greengrass recipe platform keys.
+    # The Greengrass recipe's Platform "architecture", as both Nuclei report it: from the
+    # bitness of the Nucleus process itself (the JVM's os.arch, or the architecture nucleus
+    # lite was compiled for), never from `uname -m`.
     greengrass_architecture: str
-    greengrass_architecture_detail: str | None = None
 
 
 TARGETS: dict[str, Target] = {
@@ -30,7 +36,7 @@ TARGETS: dict[str, Target] = {
         Target("x86_64-linux-gnu", ("x86_64", "amd64"), 64, "amd64"),
         Target("aarch64-linux-gnu", ("aarch64", "arm64"), 64, "aarch64"),
         # A 32-bit userland on a 64-bit kernel reports armv8l, or even aarch64 (see below).
-        Target("armv7-linux-gnueabihf", ("armv7l", "armv8l"), 32, "arm", "armv7l"),
+        Target("armv7-linux-gnueabihf", ("armv7l", "armv8l"), 32, "arm"),
     )
 }
 
@@ -58,4 +64,26 @@ def host_target(machine: str | None = None, pointer_bits: int | None = None) -> 
     raise LookupError(
         f"no edgeboost target for machine {machine!r} ({pointer_bits}-bit); "
         f"known targets: {sorted(TARGETS)}"
+    )
+
+
+def target_mismatch(
+    triple: str, machine: str | None = None, pointer_bits: int | None = None
+) -> str | None:
+    """None if this process loads ``triple`` libraries, else one line saying why not.
+
+    The recipe's Install step runs this (``sys.exit(target_mismatch(...))``) with the triple of
+    the zip the Nucleus chose. The Nucleus chooses by its own process (a 64-bit JVM next to a
+    32-bit python3, or an ARMv6 board that reports plain "arm", both get a zip this process
+    cannot load), so the mismatch fails the deployment at Install, not at the first request.
+    """
+    try:
+        host = host_target(machine, pointer_bits)
+    except LookupError as exc:
+        return f"edgeboost-{triple}.zip cannot run here: {exc}"
+    if host == triple:
+        return None
+    return (
+        f"edgeboost-{triple}.zip cannot run here: this python3 loads {host} libraries (the "
+        f"Nucleus picks the zip by its own architecture: run it and python3 with the same bitness)"
     )

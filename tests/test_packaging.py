@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,15 @@ from edgeboost.compile import ToolchainError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
 from edgeboost.runtime import IntegrityError, Model
-from edgeboost.runtime.targets import TARGETS, host_target
+from edgeboost.runtime.targets import (
+    MIN_PYTHON,
+    TARGET_ENV_VAR,
+    TARGETS,
+    host_target,
+    target_mismatch,
+)
 
-from .conftest import need
+from .conftest import SHIPPED_MODEL, need
 from .zoo import train
 
 NAME, VERSION = "com.example.Sensors", "1.2.3"
@@ -45,14 +54,69 @@ def all_target_bundle(
 @pytest.fixture(scope="session")
 def packaged(all_target_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("greengrass-build")
-    package_bundle(all_target_bundle, output, OPTIONS)
+    package_bundle(
+        all_target_bundle,
+        output,
+        OPTIONS,
+        consumer_requests=SHIPPED_MODEL.parent / "requests.json",
+    )
     return output
 
 
-def _recipe(output: Path) -> dict[str, Any]:
-    path = output / "recipes" / f"{NAME}-{VERSION}.yaml"
+def _recipe(output: Path, name: str = NAME) -> dict[str, Any]:
+    path = output / "recipes" / f"{name}-{VERSION}.yaml"
     assert path.stat().st_size < MAX_RECIPE_BYTES
     return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+# How each Nucleus picks the manifest of a recipe, re-implemented from its source so the tests
+# can ask "which zip does this device get?". Both take the FIRST manifest that matches.
+
+
+def java_select(platform: dict[str, str], manifests: list[Any]) -> Any:
+    """The Java Nucleus: PlatformHelper.findBestMatch / isAttributeSatisfied
+    (aws-greengrass-component-common, called from PlatformResolver.findBestMatch when
+    RecipeLoader.loadFromFile reads the recipe). Every key of the manifest's Platform must hold
+    for the device's platform: "*" always (even for a key the device does not report, such as
+    runtime), otherwise a missing device value never; /regex/ as a full match; "all"/"any" for
+    os and architecture; otherwise equality."""
+
+    def holds(key: str, template: str) -> bool:
+        label = platform.get(key)
+        if template == "*":
+            return True
+        if not label:
+            return False
+        if len(template) >= 2 and template[0] == template[-1] == "/":
+            return re.fullmatch(template[1:-1], label) is not None
+        if key in ("os", "architecture") and template in ("all", "any"):
+            return True
+        return template[:1].isalnum() and template == label
+
+    return next(
+        (m for m in manifests if all(holds(k, v) for k, v in (m["Platform"] or {}).items())),
+        None,
+    )
+
+
+def lite_select(architecture: str, manifests: list[Any]) -> Any:
+    """Nucleus lite 2.6.0: manifest_selection in modules/ggl-recipe/src/recipe.c, tried on
+    each manifest in order by select_linux_manifest (artifacts) and select_linux_lifecycle.
+    A manifest counts only if its Platform has runtime "*" or "aws_nucleus_lite" (no runtime
+    means Java Nucleus only), os "linux", "*" or "all", architecture absent, "*" or the one
+    nucleus lite was compiled for (get_current_architecture: amd64, aarch64 or arm), and a
+    non-empty Lifecycle. architecture.detail is never read there."""
+    for manifest in manifests:
+        platform = manifest["Platform"]
+        if platform.get("runtime") not in ("*", "aws_nucleus_lite"):
+            continue
+        if platform.get("os") not in ("linux", "*", "all"):
+            continue
+        if platform.get("architecture") in (None, "", "*", architecture) and manifest.get(
+            "Lifecycle"
+        ):
+            return manifest
+    return None
 
 
 def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
@@ -61,9 +125,9 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
     assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (NAME, VERSION)
     platforms = [m["Platform"] for m in recipe["Manifests"]]
     assert platforms == [
-        {"os": "linux", "architecture": "amd64"},
-        {"os": "linux", "architecture": "aarch64"},
-        {"os": "linux", "architecture": "arm", "architecture.detail": "armv7l"},
+        {"os": "linux", "runtime": "*", "architecture": "amd64"},
+        {"os": "linux", "runtime": "*", "architecture": "aarch64"},
+        {"os": "linux", "runtime": "*", "architecture": "arm"},
     ]
     artifacts = packaged / "artifacts" / NAME / VERSION
     for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
@@ -79,6 +143,191 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
         install = manifest["Lifecycle"]["Install"]["Script"]
         assert "import cffi" in install and "awsiotsdk" in install
         assert "numpy" not in install + run and "xgboost" not in install + run
+
+
+def java_platform(os_arch: str, uname_m: str) -> dict[str, str]:
+    """What the Java Nucleus reports (PlatformResolver.getArchInfo / getArchDetailInfo):
+    architecture from the JVM's os.arch (amd64, aarch64, anything containing "arm" is arm);
+    architecture.detail from `uname -m`, asked only by an arm or aarch64 JVM and kept only if
+    it is armv6l, armv7l, armv8l or a big-endian twin. A 32-bit process on an arm64 kernel
+    reads "aarch64" there (armv8l only under linux32: Linux kernel/sys.c,
+    override_architecture), so a 32-bit userland on a 64-bit kernel reports no detail."""
+    if os_arch in ("x86_64", "amd64"):
+        architecture = "amd64"
+    elif "arm" in os_arch:
+        architecture = "arm"
+    elif os_arch == "aarch64":
+        architecture = "aarch64"
+    else:
+        architecture = "unknown"
+    platform = {"os": "linux", "architecture": architecture}
+    details = ("armv6l", "armv7l", "armv8l", "armv6b", "armv7b", "armv8b")
+    if architecture in ("arm", "aarch64") and uname_m in details:
+        platform["architecture.detail"] = uname_m
+    return platform
+
+
+@dataclass(frozen=True)
+class Device:
+    jvm: str  # the JVM's os.arch (the Java Nucleus's architecture)
+    uname: str  # `uname -m` as a process of the device's userland reads it
+    lite: str  # what nucleus lite was compiled for (get_current_architecture)
+    python: tuple[str, int]  # python3's platform.machine() and pointer bits
+    zip: str  # the zip both Nuclei must pick
+    runs: bool  # whether Install accepts that zip
+
+
+ARMV7 = "armv7-linux-gnueabihf"
+DEVICES = [
+    pytest.param(
+        Device("amd64", "x86_64", "amd64", ("x86_64", 64), "x86_64-linux-gnu", True), id="x86_64"
+    ),
+    pytest.param(
+        Device("aarch64", "aarch64", "aarch64", ("aarch64", 64), "aarch64-linux-gnu", True),
+        id="64-bit-userland",
+    ),
+    # Raspberry Pi OS 32-bit since 2023: 64-bit kernel, armhf JVM, nucleus lite and python3.
+    pytest.param(
+        Device("arm", "aarch64", "arm", ("aarch64", 32), ARMV7, True),
+        id="32-bit-userland-on-64-bit-kernel",
+    ),
+    pytest.param(
+        Device("arm", "armv8l", "arm", ("armv8l", 32), ARMV7, True),
+        id="32-bit-userland-under-linux32",
+    ),
+    pytest.param(Device("arm", "armv7l", "arm", ("armv7l", 32), ARMV7, True), id="armv7l-kernel"),
+    # Pi Zero / Pi 1: reports arm like any 32-bit board; the ARMv7 library cannot run there.
+    pytest.param(Device("arm", "armv6l", "arm", ("armv6l", 32), ARMV7, False), id="armv6l"),
+    # A 64-bit Nucleus beside a 32-bit python3 gets the aarch64 zip, which python3 cannot load.
+    pytest.param(
+        Device("aarch64", "aarch64", "aarch64", ("aarch64", 32), "aarch64-linux-gnu", False),
+        id="64-bit-nucleus-32-bit-python3",
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_each_device_gets_the_zip_its_python3_loads(
+    packaged: Path, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TARGET_ENV_VAR, raising=False)
+    manifests = _recipe(packaged)["Manifests"]
+    java = java_platform(device.jvm, device.uname)
+    for chosen in (
+        [java_select(java, order) for order in (manifests, manifests[::-1])],
+        [lite_select(device.lite, order) for order in (manifests, manifests[::-1])],
+    ):
+        # The same manifest in either order: exactly one matches, so "first match" is moot.
+        assert chosen[0] is not None and chosen[0] is chosen[1]
+        (artifact,) = chosen[0]["Artifacts"]
+        assert artifact["Uri"].endswith(f"/edgeboost-{device.zip}.zip")
+        assert f"m('{device.zip}')" in chosen[0]["Lifecycle"]["Install"]["Script"]
+    problem = target_mismatch(device.zip, *device.python)
+    assert (problem is None) == device.runs, problem
+    consumer = _recipe(packaged, f"{NAME}.Consumer")["Manifests"]
+    assert java_select(java, consumer) is lite_select(device.lite, consumer) is consumer[0]
+
+
+def test_a_zip_python3_cannot_load_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TARGET_ENV_VAR, raising=False)
+    assert target_mismatch(ARMV7, "armv6l", 32) == (
+        f"edgeboost-{ARMV7}.zip cannot run here: no edgeboost target for machine 'armv6l' "
+        f"(32-bit); known targets: {sorted(TARGETS)}"
+    )
+    message = target_mismatch("aarch64-linux-gnu", "aarch64", 32)
+    assert message is not None and "\n" not in message
+    assert message.startswith(
+        f"edgeboost-aarch64-linux-gnu.zip cannot run here: this python3 loads {ARMV7} libraries"
+    )
+
+
+def _run_install(output: Path, triple: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the Install script of ``triple``'s manifest as a Nucleus would (sh -c, after
+    unpacking the zip), with this interpreter as python3 and awsiotsdk already in the work
+    folder (a stub), so it never reaches pip."""
+    (manifest,) = (
+        m
+        for m in _recipe(output)["Manifests"]
+        if m["Artifacts"][0]["Uri"].endswith(f"/edgeboost-{triple}.zip")
+    )
+    artifacts, work, bin_dir = tmp_path / "artifacts", tmp_path / "work", tmp_path / "bin"
+    with zipfile.ZipFile(output / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip") as z:
+        z.extractall(artifacts / f"edgeboost-{triple}")
+    stub = work / "deps" / "awsiot" / "greengrasscoreipc"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    (stub.parent / "__init__.py").write_text("")
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    script = manifest["Lifecycle"]["Install"]["Script"]
+    script = script.replace("{artifacts:decompressedPath}", str(artifacts))
+    script = script.replace("{work:path}", str(work))
+    return subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+
+
+def test_install_accepts_the_host_zip(packaged: Path, tmp_path: Path) -> None:
+    result = _run_install(packaged, host_target(), tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_install_refuses_a_zip_python3_cannot_load(packaged: Path, tmp_path: Path) -> None:
+    other = next(triple for triple in TARGETS if triple != host_target())
+    result = _run_install(packaged, other, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"{target_mismatch(other)}\n"
+
+
+def test_min_python_is_the_one_pyproject_declares() -> None:
+    declared = importlib.metadata.metadata("edgeboost")["Requires-Python"]
+    assert declared == ">=" + ".".join(map(str, MIN_PYTHON))
+
+
+def test_install_checks_python_first_in_both_recipes(packaged: Path) -> None:
+    inference = [m["Lifecycle"]["Install"]["Script"] for m in _recipe(packaged)["Manifests"]]
+    (consumer,) = _recipe(packaged, f"{NAME}.Consumer")["Manifests"]
+    for script in [*inference, consumer["Lifecycle"]["Install"]["Script"]]:
+        first = script.splitlines()[0]
+        minimum = ", ".join(map(str, MIN_PYTHON))
+        assert first.startswith(
+            f"python3 -c 'import sys; sys.exit(sys.version_info < ({minimum}))'"
+        )
+
+
+def test_install_refuses_an_old_python_in_one_line(
+    all_target_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A minimum no interpreter meets, to see this interpreter refused.
+    monkeypatch.setattr("edgeboost.recipes.package.MIN_PYTHON", (99, 0))
+    output = tmp_path / "out"
+    package_bundle(all_target_bundle, output, OPTIONS)
+    result = _run_install(output, host_target(), tmp_path)
+    assert result.returncode == 1
+    found = f"Python {sys.version.split()[0]}"
+    assert result.stderr == (
+        f"edgeboost needs python3 >= 99.0 (found: {found}): install Python 99.0 or newer as "
+        "python3\n"
+    )
+
+
+def test_the_nucleus_rules_refuse_what_they_should() -> None:
+    """The re-implemented rules can say no: nucleus lite skips a manifest without runtime,
+    and the Java Nucleus one that asks for a value it does not report."""
+    old = {"Platform": {"os": "linux", "architecture": "amd64"}, "Lifecycle": {"Run": "x"}}
+    assert lite_select("amd64", [old]) is None
+    assert java_select({"os": "linux", "architecture": "amd64"}, [old]) is old
+    lite_only = {"Platform": {"os": "linux", "runtime": "aws_nucleus_lite"}, "Lifecycle": {"a": 1}}
+    assert java_select({"os": "linux", "architecture": "amd64"}, [lite_only]) is None
+    assert lite_select("arm", [lite_only]) is lite_only
+    # The armv7 manifest before this change, on Raspberry Pi OS 32-bit with its 64-bit kernel.
+    armv7 = {"Platform": {"os": "linux", "architecture": "arm", "architecture.detail": "armv7l"}}
+    assert java_select(java_platform("arm", "aarch64"), [armv7]) is None
+    assert java_select(java_platform("arm", "armv7l"), [armv7]) is armv7
 
 
 def test_access_control_names_exact_topics_only(packaged: Path) -> None:
