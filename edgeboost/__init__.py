@@ -7,7 +7,9 @@ The pipeline lives in subpackages: ``edgeboost.compile`` (build host), ``edgeboo
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Model", "__version__"]

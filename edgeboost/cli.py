@@ -9,7 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from edgeboost.runtime.transport import Transport
 
 __all__ = ["main"]
 
@@ -303,7 +308,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from edgeboost.runtime import Model
     from edgeboost.runtime.server import InferenceServer
-    from edgeboost.runtime.transport import Transport
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
 from .exceptions import (
     EdgeboostError,
@@ -33,6 +32,10 @@ from .exceptions import (
     IpcUnconfirmedError,
 )
 from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["GreengrassTransport"]
 

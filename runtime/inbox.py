@@ -12,10 +12,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from . import protocol
 from .transport import Message
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Inbox", "Overloaded"]
 

@@ -18,11 +18,16 @@ import math
 import numbers
 from array import array
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from .exceptions import FeatureNameError, InputError
 
-__all__ = ["PLAIN_NUMBERS", "Batch", "to_batch"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Batch = tuple[Any, int, bool]  # (float32 data, rows, from numpy)
+
+__all__ = ["PLAIN_NUMBERS", "to_batch"]
 
 _NUMPY_NUMERIC_KINDS = "fiu"
 # Cells of these exact types are converted in C (by array.array here, by cffi for the single
@@ -34,7 +39,6 @@ _NAMES_SHOWN = 5
 
 # (dense float32 buffer: numpy array, array.array or memoryview; row count; came from numpy).
 # A plain tuple: predict() is called per row on devices, and a NamedTuple costs 0.3 us more.
-Batch = tuple[Any, int, bool]
 
 
 def to_batch(rows: Any, num_feature: int, feature_names: Sequence[str] | None) -> Batch:

@@ -6,10 +6,19 @@ and its hash compared, so nothing can change between the check and the use.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+# hashlib would load OpenSSL's libcrypto (+3.7 MiB RSS on a device) for one hash of a few
+# hundred KB at start-up; CPython's own SHA-256 is as exact and fast enough.
+try:
+    from _sha2 import sha256  # Python >= 3.12
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        from _sha256 import sha256  # Python <= 3.11
+    except ImportError:  # a build without them
+        from hashlib import sha256
 
 from .exceptions import IntegrityError, ManifestError
 from .files import MAX_CHECKSUMS_BYTES, MAX_LIBRARY_BYTES, path_problem, read_regular
@@ -33,11 +42,11 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 def sha256_file(path: str | Path) -> str:
     """sha256 of a file the caller trusts to be a regular file (the build host's own output)."""
-    digest = hashlib.sha256()
+    digest = sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 def format_checksums(digests: Mapping[str, str]) -> str:
@@ -97,7 +106,7 @@ def check_digest(
 ) -> None:
     """Raise IntegrityError naming ``path`` and both hashes (and both sizes, when they
     differ) unless ``data`` hashes to ``expected``."""
-    actual = hashlib.sha256(data).hexdigest()
+    actual = sha256(data).hexdigest()
     if actual != expected:
         sizes = ""
         if expected_size is not None and expected_size != len(data):

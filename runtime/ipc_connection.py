@@ -26,11 +26,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from .eventstream import FrameDecoder, FrameError, Header, Message, MessageFlag, MessageType
 from .eventstream import encode_message as encode
 from .exceptions import IpcError, IpcNotSentError, IpcRefusedError, IpcUnconfirmedError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "SERVICE",

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
 
 from .exceptions import IpcError, IpcNotSentError, IpcRefusedError
 from .ipc_connection import (
@@ -26,6 +25,10 @@ from .ipc_connection import (
     received_message,
 )
 from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BuiltinTransport"]
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
 from .exceptions import BundleError, InputError, RequestError
 from .model import Model
 from .protocol import decode_event, error_for
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BUNDLE_ENV_VAR", "decode_event", "handler"]
 

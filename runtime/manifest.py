@@ -15,10 +15,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .exceptions import ManifestError
 from .files import MAX_LIBRARY_BYTES, MAX_MANIFEST_BYTES, path_problem, read_regular
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MANIFEST_NAME",

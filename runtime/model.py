@@ -6,7 +6,6 @@ from array import array
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
 
 from .exceptions import ManifestError, MetadataMismatchError, NoLibraryForPlatformError
 from .files import MAX_LIBRARY_BYTES
@@ -15,6 +14,10 @@ from .integrity import check_checksums_cover, read_sealed_manifest, read_verifie
 from .manifest import MANIFEST_NAME, Manifest
 from .native import NativeLibrary, from_buffer, load_library, new, runtime_abi_version, unpack
 from .targets import host_target
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Model"]
 

@@ -13,15 +13,17 @@ import os
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import _cffi_backend
 import cffi
 
 from .elf import check_shared_object
 from .exceptions import MetadataMismatchError, NativeError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "NativeLibrary",
@@ -46,7 +48,11 @@ unpack: Any = _cffi_backend.unpack  # unpack(cdata, length) -> list of Python va
 @lru_cache(maxsize=1)
 def cdef_source() -> str:
     """The declarations between the cdef markers of edgeboost.h."""
-    header = resources.files("edgeboost.native").joinpath("edgeboost.h").read_text("utf-8")
+    # Beside the package's __init__.py (importlib.resources would cost ~2 MiB of imports).
+    import edgeboost.native
+
+    folder = Path(edgeboost.native.__file__).parent
+    header = (folder / "edgeboost.h").read_text("utf-8")
     start, end = header.index(_BEGIN) + len(_BEGIN), header.index(_END)
     return header[start:end]
 

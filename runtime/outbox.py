@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 
 from .exceptions import IpcNotSentError, IpcRefusedError
 from .service_log import ProblemLog
-from .transport import Transport
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from .transport import Transport
 
 __all__ = ["Outbox", "Reply"]
 

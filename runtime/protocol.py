@@ -26,10 +26,13 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from . import strict_json
 from .exceptions import FeatureNameError, InputError, RequestError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ERROR_CODES",

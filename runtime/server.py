@@ -26,7 +26,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import protocol
 from .exceptions import IpcError, RequestError
@@ -35,7 +34,13 @@ from .model import Model
 from .outbox import Outbox, Reply
 from .protocol import Limits, Request
 from .service_log import ProblemLog
-from .transport import Message, Transport
+from .transport import Message
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .transport import Transport
 
 __all__ = [
     "EXIT_ABANDONED",

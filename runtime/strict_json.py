@@ -21,9 +21,12 @@ import json
 import math
 import re
 from itertools import accumulate
-from typing import Any
 
 from .exceptions import RequestError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_NUMBER_LENGTH", "check", "loads"]
 

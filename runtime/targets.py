@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ MIN_PYTHON = (3, 10)
 @dataclass(frozen=True, slots=True)
 class Target:
     triple: str
-    # Values of platform.machine() a process of this target reports.
+    # Values of os.uname().machine (platform.machine()) a process of this target reports.
     machines: tuple[str, ...]
     pointer_bits: int
     # The Greengrass recipe's Platform "architecture", as both Nuclei report it: from the
@@ -51,7 +50,7 @@ def host_target(machine: str | None = None, pointer_bits: int | None = None) -> 
         if forced not in TARGETS:
             raise LookupError(f"{TARGET_ENV_VAR}={forced!r} is not one of {sorted(TARGETS)}")
         return forced
-    machine = (machine or platform.machine()).lower()
+    machine = (machine or os.uname().machine).lower()
     if pointer_bits is None:
         pointer_bits = 64 if sys.maxsize > 2**32 else 32
     # Raspberry Pi OS ships 32-bit userlands on 64-bit kernels: uname says aarch64, but only

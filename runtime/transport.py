@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-__all__ = ["SOCKET_ENV", "TOKEN_ENV", "Message", "Transport", "subscribe_advice"]
+__all__ = ["SOCKET_ENV", "TOKEN_ENV", "Message", "subscribe_advice"]  # and Transport, for checkers
 
 # What the Nucleus puts in a component's environment for IPC.
 SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
@@ -44,29 +43,33 @@ class Message:
     received: float = field(default_factory=time.monotonic)
 
 
-class Transport(Protocol):
-    """What the server needs from pub/sub."""
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:  # a structural type for checkers only: no code calls through it
+    from typing import Any, Protocol
 
-    @property
-    def reconnects(self) -> int:
-        """Connections re-established since start."""
+    class Transport(Protocol):
+        """What the server needs from pub/sub."""
 
-    def start(
-        self,
-        topics: Sequence[str],
-        deliver: Callable[[Message], None],
-        on_fatal: Callable[[Exception], None],
-    ) -> None:
-        """Connect and subscribe to ``topics`` (once, long-lived), or raise IpcError."""
+        @property
+        def reconnects(self) -> int:
+            """Connections re-established since start."""
 
-    def publish(self, topic: str, payload: bytes) -> Future[None]:
-        """Send one message; the future ends with None or an IpcError."""
+        def start(
+            self,
+            topics: Sequence[str],
+            deliver: Callable[[Message], None],
+            on_fatal: Callable[[Exception], None],
+        ) -> None:
+            """Connect and subscribe to ``topics`` (once, long-lived), or raise IpcError."""
 
-    def wait_connected(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a connection; True when there is one."""
+        def publish(self, topic: str, payload: bytes) -> Future[None]:
+            """Send one message; the future ends with None or an IpcError."""
 
-    def stop_receiving(self, timeout: float) -> None:
-        """Close the subscriptions, waiting at most ``timeout`` seconds."""
+        def wait_connected(self, timeout: float) -> bool:
+            """Wait up to ``timeout`` seconds for a connection; True when there is one."""
 
-    def close(self, timeout: float) -> None:
-        """Disconnect, waiting at most ``timeout`` seconds; publish fails afterwards."""
+        def stop_receiving(self, timeout: float) -> None:
+            """Close the subscriptions, waiting at most ``timeout`` seconds."""
+
+        def close(self, timeout: float) -> None:
+            """Disconnect, waiting at most ``timeout`` seconds; publish fails afterwards."""
