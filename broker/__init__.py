@@ -5,6 +5,54 @@ It speaks event-stream RPC over a Unix socket exactly as the awsiotsdk client ex
 (taken from component recipes), and answers every other operation with a ServiceError. Tests and
 demos point a component at it with ``AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT`` and
 ``SVCUID``; see :class:`Broker`.
+
+Where Greengrass nucleus lite 2.6.0 (AWS's C Nucleus; the tests run it as a second, real server)
+departs from the Java Nucleus, the broker keeps to the Java Nucleus, read from its source
+(aws-greengrass-nucleus; "PubSub" is PubSubIPCEventStreamAgent, "OCH" OperationContinuationHandler;
+aws-c-event-stream is its transport). Pinned against both servers in tests/test_ipc_servers.py
+and tests/test_ipc_golden.py:
+
+================  ====================================================  ==========================
+behaviour         Java Nucleus, and the broker                          nucleus lite (observed)
+================  ====================================================  ==========================
+publish response  no order: the events go to an executor, then the      either order (52 of 200
+vs own event      response (PubSub.handlePublishToTopicRequest); the    response first)
+                  broker sends the response first
+JSON numbers      doubles, 7 -> 7.0 (Gson reads a Map<String,           integers kept, doubles to
+                  Object>); keys in order                               17 digits, keys sorted
+error payload     message, _service, _message, _errorCode (the model    _message and _errorCode
+                  and EventStreamOperationError); "Principal X is not   only ("IPC Operation not
+                  authorized to perform ..."                            authorized."): the SDK's
+                  (AuthorizationHandler.isAuthorized)                   e.message is None
+check order       authorization first (PubSub handleRequest)            arguments first
+topic ""          UnauthorizedError "Resource cannot be empty"          UnauthorizedError, or
+                  (AuthorizationModule.isPresent)                       ServiceError under "*"
+topic missing     InvalidArgumentsError when granted                    ServiceError
+                  (PubSub.validateSubTopic)
+publish to + # *  InvalidArgumentsError (handlePublishToTopicRequest)   delivered
+jsonMessage not   InternalServerError (Gson fails in fromJson;          delivered
+an object         OCH.handleAndSendError)
+binaryMessage     InternalServerError                                   passed through as is
+not base64        (Base64BlobSerializerDeserializer of
+                  EventStreamRPCServiceModel)
+receiveMode       honoured (PubSub.validateReceiveMode)                 ignored
+message size      frames up to 16 MiB (aws-c-event-stream)              10,000 bytes; a bigger one
+                                                                        closes the connection
+new stream id     last + 1, else PROTOCOL_ERROR and close               any id
+                  (aws-c-event-stream: s_route_message_by_type)
+refused CONNECT   CONNECT_ACK without the accepted flag, then close     closed, no CONNECT_ACK
+                  (ServiceOperationMappingContinuationHandler)
+header order      the frame's own, then :message-type, :message-flags,  routing headers first
+                  :stream-id (aws-c-event-stream)
+PublishToTopic    ends its stream (OCH: sendMessage(result,             stream left open (flags 0)
+response          !isStreamingOperation()))
+================  ====================================================  ==========================
+
+They agree on: ServiceError for a publishMessage with both members (Java: the union check's
+exception through translateExceptions), and new tokens after a restart (Java: a new one at every
+start from AuthenticationHandler.registerAuthenticationToken, kept under _AUTHENTICATION_TOKENS,
+which ConfigurationWriter never persists). The broker's tokens are its caller's: ``edgeboost
+broker`` issues new ones at each start unless given ``--recipe FILE:TOKEN``.
 """
 
 from edgeboost.broker.policy import AccessPolicy, ComponentPolicy, PolicyError

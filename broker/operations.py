@@ -7,6 +7,7 @@ component that may not use a topic learns nothing more about it; then the argume
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,11 +58,13 @@ class OperationContext:
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The first (response) message of a stream. With a ``subscription`` the stream stays open
-    and the session registers it after sending the response; without one it is terminated."""
+    and the session registers it after sending the response; without one it is terminated.
+    ``then`` runs once the response is queued (a publish's fan-out)."""
 
     model_type: str
     payload: Mapping[str, Any]
     subscription: Subscription | None = None
+    then: Callable[[], object] | None = None
 
 
 def _authorize(context: OperationContext, operation: str, topic: str | None) -> None:
@@ -104,8 +107,13 @@ def publish_to_topic(context: OperationContext, request: Mapping[str, Any]) -> R
         raise InvalidArgumentsError("Publish topic must not be null")
     if publish_topic_has_wildcard(topic):
         raise InvalidArgumentsError("Publish topic must not contain a wildcard.")
-    context.hub.publish(topic, context.component.name, subscription_event(message, topic))
-    return Reply("aws.greengrass#PublishToTopicResponse", {})
+    event = subscription_event(message, topic)  # may still fail: before anything is sent
+    # The response is queued before the fan-out. The Nucleus promises no order between the two:
+    # it hands the events to an executor, then returns the response (PubSubIPCEventStreamAgent),
+    # and nucleus lite races them too. Sending the event first, as the broker used to, let a
+    # client believe its own event had always arrived by the time its publish completed.
+    fan_out = functools.partial(context.hub.publish, topic, context.component.name, event)
+    return Reply("aws.greengrass#PublishToTopicResponse", {}, then=fan_out)
 
 
 OPERATIONS: Mapping[str, Callable[[OperationContext, Mapping[str, Any]], Reply]] = {

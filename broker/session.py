@@ -282,6 +282,13 @@ class ClientSession:
         self._enqueue(
             rpc.application_message(stream_id, reply.model_type, payload, terminate=not keep_open)
         )
+        if reply.then is not None:
+            try:
+                reply.then()
+            except Exception:  # the response is out: a bug here must not end the connection
+                logger.exception(
+                    "%s: %s on stream %d failed after its response", self, operation, stream_id
+                )
         # Register only after the response is queued: the response must be the stream's first frame.
         if keep_open and reply.subscription is not None and not self._aborted:
             self._streams[stream_id] = reply.subscription

@@ -171,7 +171,7 @@ def test_restarting_ggipcd_keeps_the_socket_and_forgets_the_tokens(
 
 
 def test_lite_keeps_integers_and_refuses_json_with_binary(connect: Connect) -> None:
-    # The Java Nucleus delivers {"n": 1.0} and accepts both parts; the broker copies Java.
+    # The Java Nucleus (and so the broker) delivers {"n": 1.0}; all three refuse both parts.
     listener, talker = connect(LISTENER), connect(TALKER)
     listener.subscribe("test/numbers")
     talker.publish("test/numbers", {"n": 1, "big": 2**53 + 1, "x": 0.5})
