@@ -297,12 +297,13 @@ class GreengrassTransport:
             connection.close()
             raise TimeoutError(f"no CONNECT_ACK within {self._call_timeout_s} s") from None
         except rpc.AccessDeniedError as exc:
-            raise IpcRefusedError(
-                "AccessDenied",
-                "CONNECT",
-                f"the IPC server refused the token in {TOKEN_ENV} ({_text(exc)}); a component "
-                "gets its token from the Nucleus that starts it",
-            ) from None
+            raise IpcRefusedError("AccessDenied", "CONNECT", _refused_token(exc)) from None
+        except Exception as exc:
+            # Nucleus lite answers an unknown (or, after its restart, forgotten) token by
+            # closing the connection it accepted: awscrt reports that as a closed socket.
+            if getattr(exc, "name", None) == "AWS_IO_SOCKET_CLOSED":
+                raise IpcRefusedError("ConnectionClosed", "CONNECT", _refused_token(exc)) from None
+            raise
         return connection
 
     def _subscribe(self, client: Any, topic: str, generation: int) -> Any:
@@ -386,6 +387,13 @@ class _Lifecycle:
 
     def on_ping(self, headers: Any, payload: Any) -> None:
         pass
+
+
+def _refused_token(error: BaseException) -> str:
+    return (
+        f"the IPC server refused the token in {TOKEN_ENV} ({_text(error)}); a component gets "
+        "its token from the Nucleus that starts it"
+    )
 
 
 def _text(error: BaseException) -> str:

@@ -16,6 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# Nucleus lite's fixtures (built once, one instance per session) and the IPC server pair, for
+# every test module.
+pytest_plugins = ["tests.greengrass_lite", "tests.ipc_servers"]
 SHIPPED_MODEL = REPO / "models" / "wine-quality" / "model.json"
 OLD_MODEL_EXPECTED = [6.573914051055908, 4.869720935821533]
 NAMES = ["temp", "humidity", "pressure", "wind speed"]
@@ -98,3 +102,4 @@ def named_bundle(
     path = tmp_path_factory.mktemp("named") / "sensors.json"
     booster.save_model(path)
     return compile_once(path, "sensors"), booster
+

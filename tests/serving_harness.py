@@ -46,6 +46,8 @@ def write_recipe(
 class BrokerProcess:
     """``python -m edgeboost.broker`` with one recipe per token."""
 
+    kind = "broker"
+
     def __init__(self, socket_path: Path, recipes: dict[str, Path]) -> None:
         self.socket_path, self.recipes = socket_path, recipes
         self.process: subprocess.Popen[str] | None = None
@@ -78,6 +80,8 @@ class BrokerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    close = kill
 
 
 def _accepts(path: Path) -> bool:
@@ -231,3 +235,41 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s {describe()}")
         time.sleep(0.02)
+
+
+class LiteProcess:
+    """Nucleus lite serving the same components as a BrokerProcess: ``recipes`` maps each role
+    (the broker's token) to the recipe whose component and access control it declares."""
+
+    kind = "greengrass-lite"
+
+    def __init__(self, build: Any, root: Path, recipes: dict[str, Path]) -> None:
+        from edgeboost.broker import load_recipe_policy
+
+        from .greengrass_lite import GreengrassLite
+
+        policies = {role: load_recipe_policy(path) for role, path in recipes.items()}
+        self.names = {role: policy.name for role, policy in policies.items()}
+        self.lite = GreengrassLite(build.daemons, root, policies.values(), shim=build.shim)
+        self._running = False
+
+    def start(self, timeout: float = 15.0) -> LiteProcess:
+        if self._running:
+            self.lite.start_ipc(timeout)  # tokens are new: components must ask again
+        else:
+            self.lite.start(timeout)
+            self._running = True
+        return self
+
+    def env(self, role: str) -> dict[str, str]:
+        return self.lite.client_env(self.names[role])
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.lite.pids()["ggipcd"], signum)
+
+    def kill(self) -> None:
+        self.lite.stop_ipc()
+
+    def close(self) -> None:
+        self.lite.stop()
+        assert not self.lite.leftovers(), self.lite.leftovers()

@@ -46,9 +46,6 @@ if ipc is not None:
     )
 
 # The session-scoped fixtures, registered in this module.
-lite_build = ggl.lite_build
-edgeboost_package = ggl.edgeboost_package
-greengrass_lite = ggl.greengrass_lite
 
 REQUEST, RESPONSE = "edgeboost/inference/request", "edgeboost/inference/response"
 Connect = Callable[[str], Client]

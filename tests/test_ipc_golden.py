@@ -16,17 +16,9 @@ from typing import Any
 
 from edgeboost.runtime.eventstream import MessageFlag, MessageType
 
-from . import greengrass_lite as ggl
-from . import ipc_servers
 from .greengrass_lite import LISTENER, STRANGER, TALKER
 from .ipc_servers import BROKER, LITE, PUBLISH, SUBSCRIBE, IpcServer
 from .raw_ipc import Closed, Frame, RawIpc
-
-lite_build = ggl.lite_build
-edgeboost_package = ggl.edgeboost_package
-greengrass_lite = ggl.greengrass_lite
-broker_server = ipc_servers.broker_server
-lite_ipc_server = ipc_servers.lite_ipc_server
 
 TOPIC = "test/golden"
 # Strings, booleans and null only, keys already sorted: numbers and key order are differences of

@@ -30,11 +30,6 @@ from .ipc_client import Client, ipc
 from .ipc_servers import BROKER, LITE, PUBLISH, SUBSCRIBE, IpcServer
 from .raw_ipc import Closed, Frame, RawIpc
 
-lite_build = ggl.lite_build
-edgeboost_package = ggl.edgeboost_package
-greengrass_lite = ggl.greengrass_lite
-ipc_server = ipc_servers.ipc_server
-
 FROM_OTHERS = "RECEIVE_MESSAGES_FROM_OTHERS"
 
 

@@ -22,6 +22,7 @@ from .serving_harness import (
     RESPONSE,
     BrokerProcess,
     Consumer,
+    LiteProcess,
     ServerProcess,
     request,
     wait_until,
@@ -52,26 +53,49 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("f", numbered=True)
 
 
-def start_broker(workdir: Path, server_grants: dict[str, list[str]] | None = None) -> BrokerProcess:
-    recipes = {
-        SERVER: write_recipe(
-            workdir / "server.json", "com.example.Server", **(server_grants or FULL_GRANTS)
-        ),
-        CONSUMER: write_recipe(
-            workdir / "consumer.json",
-            "com.example.Consumer",
-            publish=[REQUEST, LEGACY_IN],
-            subscribe=[RESPONSE, LEGACY_OUT],
-        ),
-    }
-    return BrokerProcess(workdir / "ipc.sock", recipes).start()
+IPC_SERVERS = ("broker", "greengrass-lite")
+IpcProcess = BrokerProcess | LiteProcess
+
+
+@pytest.fixture(params=IPC_SERVERS)
+def start_ipc(
+    request: pytest.FixtureRequest, sdk: None, workdir: Path
+) -> Iterator[Callable[..., IpcProcess]]:
+    """start(server_grants=None) -> the IPC server, with the server component (FULL_GRANTS
+    unless given) and the consumer. Every serving test runs against both: the local broker and
+    nucleus lite, AWS's C Nucleus."""
+    started: list[IpcProcess] = []
+    build = request.getfixturevalue("lite_build") if request.param == "greengrass-lite" else None
+
+    def start(server_grants: dict[str, list[str]] | None = None) -> IpcProcess:
+        recipes = {
+            SERVER: write_recipe(
+                workdir / "server.json", "com.example.Server", **(server_grants or FULL_GRANTS)
+            ),
+            CONSUMER: write_recipe(
+                workdir / "consumer.json",
+                "com.example.Consumer",
+                publish=[REQUEST, LEGACY_IN],
+                subscribe=[RESPONSE, LEGACY_OUT],
+            ),
+        }
+        server: IpcProcess
+        if build is None:
+            server = BrokerProcess(workdir / "ipc.sock", recipes)
+        else:
+            server = LiteProcess(build, workdir / "lite", recipes)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.close()
 
 
 @pytest.fixture()
-def broker(sdk: None, workdir: Path) -> Iterator[BrokerProcess]:
-    running = start_broker(workdir)
-    yield running
-    running.kill()
+def broker(start_ipc: Callable[..., IpcProcess]) -> IpcProcess:
+    """The IPC server (broker or nucleus lite), serving the two components."""
+    return start_ipc()
 
 
 TRANSPORTS = ("builtin", "awsiotsdk")
@@ -89,7 +113,7 @@ def serve(
 ) -> Callable[..., ServerProcess]:
     """start(ipc_server, *serve_args) -> `edgeboost serve` running as the server component."""
 
-    def start(ipc_server: BrokerProcess, *args: str) -> ServerProcess:
+    def start(ipc_server: IpcProcess, *args: str) -> ServerProcess:
         options = ("--transport", transport, "--stats-interval", "3600", *args)
         return ServerProcess(named_bundle[0], ipc_server.env(SERVER), workdir, *options).start()
 
@@ -97,7 +121,7 @@ def serve(
 
 
 @pytest.fixture()
-def consumer(broker: BrokerProcess) -> Iterator[Consumer]:
+def consumer(broker: IpcProcess) -> Iterator[Consumer]:
     client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
     yield client
     client.close()
@@ -107,30 +131,43 @@ def by_id(replies: list[Any]) -> Counter[Any]:
     return Counter(r.get("id") for r in replies)
 
 
-HOSTILE: dict[str, tuple[Any, str]] = {
-    # Froze the server for 345 s: a regex backtracking over 131,055 escaped quotes.
-    "256 KiB of escaped quotes": (b"[" * 33 + b'"' + b'\\"' * 131055, "bad_json"),
-    "unclosed string of escapes": (b'{"id": "' + b'\\"' * 131000, "bad_json"),
-    "4,301-digit integer": (b'{"id": 1, "instances": [[' + b"9" * 4301 + b"]]}", "bad_json"),
-    "duplicate keys": (b'{"id": 1, "id": 2, "instances": [[1, 2, 3, 4]]}', "bad_json"),
-    "deep nesting at the limit": (b"[" * 131072 + b"]" * 131072, "bad_json"),
-    "5 MB jsonMessage": ({"id": 1, "instances": [[0.5] * 4] * 150_000}, "too_large"),
-    "integer id beyond 2**53 as jsonMessage": (
-        {"id": 2**53 + 1, "instances": [[1] * 4]},
-        "bad_request",
-    ),
-}
+def hostile(limit: int) -> dict[str, tuple[Any, str | None]]:
+    """name -> (payload at most ``limit`` bytes, the error code it must get; None: answered).
+    The broker takes the server's 256 KiB; nucleus lite closes a connection over 10,000."""
+    escapes = (limit - 40) // 2
+    return {
+        # Froze the server for 345 s at 256 KiB: a regex backtracking over escaped quotes.
+        "escaped quotes": (b"[" * 33 + b'"' + b'\\"' * escapes, "bad_json"),
+        "unclosed string of escapes": (b'{"id": "' + b'\\"' * escapes, "bad_json"),
+        "4,301-digit integer": (b'{"id": 1, "instances": [[' + b"9" * 4301 + b"]]}", "bad_json"),
+        "duplicate keys": (b'{"id": 1, "id": 2, "instances": [[1, 2, 3, 4]]}', "bad_json"),
+        "deep nesting at the limit": (b"[" * (limit // 2) + b"]" * (limit // 2), "bad_json"),
+        # One long value: nucleus lite refuses jsonMessages of more than ~200 JSON values.
+        "jsonMessage over the limit": ({"id": 1, "instances": [["x" * limit]]}, "too_large"),
+    }
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_payloads_fit_their_limits() -> None:
+    for limit in (SERVER_LIMITS["broker"], SERVER_LIMITS["greengrass-lite"]):
+        for name, (payload, _) in hostile(limit).items():
+            size = len(payload) if isinstance(payload, bytes) else len(json.dumps(payload))
+            assert size <= limit * 1.1, (name, size)  # the jsonMessage is just over it
+
+
+# --max-payload-bytes per IPC server: the server's default, and what fits nucleus lite.
+SERVER_LIMITS = {"broker": 256 * 1024, "greengrass-lite": 7000}
+
+
+@pytest.mark.parametrize("case", sorted(hostile(1024)))
 def test_a_hostile_payload_is_refused_and_serving_goes_on(
     serve: Callable[..., ServerProcess],
     case: str,
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
-    payload, code = HOSTILE[case]
-    server = serve(broker)
+    limit = SERVER_LIMITS[broker.kind]
+    payload, code = hostile(limit)[case]
+    server = serve(broker, "--max-payload-bytes", str(limit))
     try:
         server.wait_serving()
         consumer.publish(REQUEST, payload)
@@ -147,9 +184,28 @@ def test_a_hostile_payload_is_refused_and_serving_goes_on(
     assert status == 0, server.stderr
 
 
+def test_an_integer_id_beyond_2_53_in_a_json_message(
+    serve: Callable[..., ServerProcess], broker: IpcProcess, consumer: Consumer
+) -> None:
+    server = serve(broker)
+    try:
+        server.wait_serving()
+        consumer.publish(REQUEST, {"id": 2**53 + 1, "instances": [[1] * 4]})
+        (reply,) = consumer.wait_for(1, timeout=3)
+    finally:
+        server.stop()
+    if broker.kind == "broker":  # like the Java Nucleus: the integer arrives as a double
+        assert (
+            reply["error"]["code"] == "bad_request"
+            and "send the id as a string" in (reply["error"]["message"])
+        )
+    else:  # nucleus lite keeps JSON integers as they are
+        assert reply["id"] == 2**53 + 1 and "predictions" in reply
+
+
 def test_every_request_of_a_burst_beyond_both_queues_is_answered(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
     # 64 wait for a worker and 4,096 for an "overloaded" reply by default: 5,000 overflows
@@ -180,7 +236,7 @@ def test_every_request_of_a_burst_beyond_both_queues_is_answered(
 
 def test_what_cannot_be_queued_is_shed_counted_and_logged(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
     server = serve(broker, "--queue-size", "2", "--overload-queue-size", "2")
@@ -210,7 +266,7 @@ def test_what_cannot_be_queued_is_shed_counted_and_logged(
 @pytest.mark.slow
 def test_a_5_s_stall_under_150_requests_per_second_loses_nothing(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
     server = serve(broker)
@@ -249,17 +305,14 @@ def test_a_5_s_stall_under_150_requests_per_second_loses_nothing(
 
 
 def test_a_request_topic_not_granted_stops_the_server_at_once(
-    serve: Callable[..., ServerProcess], sdk: None, workdir: Path
+    serve: Callable[..., ServerProcess], start_ipc: Callable[..., IpcProcess]
 ) -> None:
     grants = {"publish": [RESPONSE, LEGACY_OUT], "subscribe": [LEGACY_IN]}
-    broker = start_broker(workdir, server_grants=grants)
-    try:
-        server = serve(broker)
-        started = time.monotonic()
-        status = server.wait(10)
-        took = time.monotonic() - started
-    finally:
-        broker.kill()
+    broker = start_ipc(grants)
+    server = serve(broker)
+    started = time.monotonic()
+    status = server.wait(10)
+    took = time.monotonic() - started
     assert status == 2, (status, server.stderr)
     assert took < 5.0, took
     assert "SubscribeToTopic on 'edgeboost/inference/request' refused with UnauthorizedError" in (
@@ -271,10 +324,10 @@ def test_a_request_topic_not_granted_stops_the_server_at_once(
 
 
 def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
-    serve: Callable[..., ServerProcess], sdk: None, workdir: Path
+    serve: Callable[..., ServerProcess], start_ipc: Callable[..., IpcProcess]
 ) -> None:
     grants = {"publish": [LEGACY_OUT], "subscribe": [REQUEST, LEGACY_IN]}
-    broker = start_broker(workdir, server_grants=grants)
+    broker = start_ipc(grants)
     client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
     try:
         server = serve(broker)
@@ -286,7 +339,6 @@ def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
         status, _ = server.stop()
     finally:
         client.close()
-        broker.kill()
     stats = server.last_stats()
     assert stats["reconnects"] == 0
     assert stats["failures"] == {"refused:UnauthorizedError": 50}
@@ -302,7 +354,7 @@ def test_a_response_topic_not_granted_is_counted_not_a_reconnect(
 def test_sigterm_exits_within_4_s_in_any_state(
     serve: Callable[..., ServerProcess],
     state: str,
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
     server = serve(broker)
@@ -312,7 +364,8 @@ def test_sigterm_exits_within_4_s_in_any_state(
             consumer.publish(REQUEST, request(i, [ROW] * 5), wait=False)
     elif state == "hostile payloads":  # SIGTERM while the worker decodes the worst there is
         for _ in range(20):
-            consumer.publish(REQUEST, HOSTILE["deep nesting at the limit"][0], wait=False)
+            payload = hostile(SERVER_LIMITS[broker.kind])["deep nesting at the limit"][0]
+            consumer.publish(REQUEST, payload, wait=False)
     elif state == "ipc server stopped":
         broker.signal(signal.SIGSTOP)  # the Nucleus hangs: calls get no answer
     elif state == "ipc server killed":
@@ -334,16 +387,15 @@ def test_sigterm_exits_within_4_s_in_any_state(
 
 def test_sigterm_with_a_full_queue_and_the_ipc_server_gone(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
     consumer: Consumer,
 ) -> None:
     server = serve(broker, "--queue-size", "1000")
     server.wait_serving()
     server.signal(signal.SIGSTOP)  # the requests pile up in the server's socket
-    sends = [consumer.publish(REQUEST, request(i, [ROW] * 200), wait=False) for i in range(300)]
-    for send in sends:
-        send.result(10)
-    time.sleep(0.5)
+    for i in range(300):  # not awaited: nucleus lite holds publishers while a subscriber stalls
+        consumer.publish(REQUEST, request(i, [ROW] * 60), wait=False)
+    time.sleep(1.0)
     broker.kill()
     server.signal(signal.SIGCONT)
     time.sleep(0.05)  # it reads what its socket holds; the queue fills; no one to reply to
@@ -359,22 +411,30 @@ def test_sigterm_with_a_full_queue_and_the_ipc_server_gone(
 
 def test_the_server_serves_again_after_the_ipc_server_restarts(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
 ) -> None:
     server = serve(broker)
+    server.wait_serving()
+    broker.kill()
+    time.sleep(0.5)
+    broker.start()
+    if broker.kind == "greengrass-lite":
+        # A restarted nucleus lite has forgotten every token (so has a restarted Java
+        # Nucleus): the component cannot log in again, so it exits at once, and the Nucleus
+        # restarts it with a new token.
+        started = time.monotonic()
+        status = server.wait(15)
+        assert status == 2, (status, server.stderr)
+        assert time.monotonic() - started < 10
+        assert "refused the token in SVCUID" in server.stderr
+        return
+    client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
-        broker.kill()
-        time.sleep(0.5)
-        broker.start()
-        client = Consumer(broker.env(CONSUMER)).subscribe(RESPONSE)
-        try:
-            wait_until(lambda: server.stdout.count("IPC connected") == 2, 5)
-            client.publish(REQUEST, request("back", [ROW]))
-            (reply,) = client.wait_for(1, timeout=5)
-        finally:
-            client.close()
+        wait_until(lambda: server.stdout.count("IPC connected") == 2, 5)
+        client.publish(REQUEST, request("back", [ROW]))
+        (reply,) = client.wait_for(1, timeout=5)
     finally:
+        client.close()
         status, _ = server.stop()
     assert reply["id"] == "back" and "predictions" in reply
     assert server.last_stats()["reconnects"] == 1
@@ -383,7 +443,7 @@ def test_the_server_serves_again_after_the_ipc_server_restarts(
 
 def test_legacy_requests_still_get_the_old_reply(
     serve: Callable[..., ServerProcess],
-    broker: BrokerProcess,
+    broker: IpcProcess,
 ) -> None:
     client = Consumer(broker.env(CONSUMER)).subscribe(LEGACY_OUT)
     server = serve(broker)
@@ -401,58 +461,61 @@ def test_legacy_requests_still_get_the_old_reply(
 
 
 # --- the awsiotsdk transport on its own ---------------------------------------------------------
-def transport_for(broker: BrokerProcess, token: str = SERVER, **options: Any) -> Any:
-    from edgeboost.runtime.greengrass import GreengrassTransport
+def transport_for(kind: str, broker: IpcProcess, token: str | None = None, **options: Any) -> Any:
+    """A transport of ``kind`` for the server component (or with another ``token``)."""
+    env = broker.env(SERVER)
+    socket_path = env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"]
+    token = token or env["SVCUID"]
+    if kind == "awsiotsdk":
+        from edgeboost.runtime.greengrass import GreengrassTransport
 
-    env = broker.env(token)
-    return GreengrassTransport(
-        socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
-        auth_token=token,
-        **options,
-    )
+        return GreengrassTransport(socket_path=socket_path, auth_token=token, **options)
+    from edgeboost.runtime.ipc_transport import BuiltinTransport
+
+    return BuiltinTransport(socket_path=socket_path, auth_token=token, **options)
 
 
 def test_a_publish_without_an_answer_ends_unconfirmed_after_the_call_timeout(
-    broker: BrokerProcess,
+    transport: str, broker: IpcProcess
 ) -> None:
     from edgeboost.runtime.exceptions import IpcNotSentError, IpcUnconfirmedError
 
-    transport = transport_for(broker, call_timeout_s=0.5)
-    transport.start([REQUEST], lambda message: None, lambda error: None)
+    client = transport_for(transport, broker, call_timeout_s=0.5)
+    client.start([REQUEST], lambda message: None, lambda error: None)
     try:
-        assert transport.publish(RESPONSE, b"{}").result(5) is None
+        assert client.publish(RESPONSE, b"{}").result(5) is None
         broker.signal(signal.SIGSTOP)  # the IPC server hangs
         started = time.monotonic()
         with pytest.raises(IpcUnconfirmedError):
-            transport.publish(RESPONSE, b"{}").result(5)
+            client.publish(RESPONSE, b"{}").result(5)
         assert time.monotonic() - started < 1.5
     finally:
         broker.signal(signal.SIGCONT)
-        transport.close(timeout=1)
+        client.close(timeout=1)
     with pytest.raises(IpcNotSentError):  # closed: provably not sent, safe to retry
-        transport.publish(RESPONSE, b"{}").result(1)
+        client.publish(RESPONSE, b"{}").result(1)
 
 
-def test_a_refused_token_is_fatal_at_once(broker: BrokerProcess) -> None:
+def test_a_refused_token_is_fatal_at_once(transport: str, broker: IpcProcess) -> None:
     from edgeboost.runtime.exceptions import IpcRefusedError
 
-    transport = transport_for(broker, token="not-a-token")
+    client = transport_for(transport, broker, token="not-a-token")
     started = time.monotonic()
     with pytest.raises(IpcRefusedError, match="refused the token in SVCUID"):
-        transport.start([REQUEST], lambda message: None, lambda error: None)
+        client.start([REQUEST], lambda message: None, lambda error: None)
     assert time.monotonic() - started < 2
 
 
 def test_no_ipc_server_at_start_is_an_error_within_the_start_timeout(
-    sdk: None, workdir: Path
+    transport: str, sdk: None, workdir: Path
 ) -> None:
     from edgeboost.runtime.exceptions import IpcError
     from edgeboost.runtime.greengrass import GreengrassTransport
+    from edgeboost.runtime.ipc_transport import BuiltinTransport
 
-    transport = GreengrassTransport(
-        socket_path=str(workdir / "absent.sock"), auth_token="t", start_timeout_s=1.0
-    )
+    kind = GreengrassTransport if transport == "awsiotsdk" else BuiltinTransport
+    client = kind(socket_path=str(workdir / "absent.sock"), auth_token="t", start_timeout_s=1.0)
     started = time.monotonic()
     with pytest.raises(IpcError, match="cannot reach the Greengrass IPC server"):
-        transport.start([REQUEST], lambda message: None, lambda error: None)
+        client.start([REQUEST], lambda message: None, lambda error: None)
     assert time.monotonic() - started < 2.5
