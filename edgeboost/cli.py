@@ -178,6 +178,12 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     topics.add_argument("--legacy-response-topic", default=defaults.legacy_response_topic)
     tuning = parser.add_argument_group("limits")
     tuning.add_argument("--max-payload-bytes", type=int, default=limits.max_payload_bytes)
+    tuning.add_argument(
+        "--max-reply-bytes",
+        type=int,
+        default=limits.max_reply_bytes,
+        help="larger replies become a too_large error (nucleus lite: 7000)",
+    )
     tuning.add_argument("--max-rows", type=int, default=limits.max_rows)
     tuning.add_argument(
         "--queue-size",
@@ -218,7 +224,11 @@ def server_config(args: argparse.Namespace) -> Any:
         response_topic=args.response_topic,
         legacy_request_topic=args.legacy_request_topic or None,
         legacy_response_topic=args.legacy_response_topic,
-        limits=Limits(max_payload_bytes=args.max_payload_bytes, max_rows=args.max_rows),
+        limits=Limits(
+            max_payload_bytes=args.max_payload_bytes,
+            max_rows=args.max_rows,
+            max_reply_bytes=args.max_reply_bytes,
+        ),
         queue_size=args.queue_size,
         overload_queue_size=args.overload_queue_size,
         workers=args.workers,

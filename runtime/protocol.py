@@ -68,6 +68,9 @@ _MAX_ID_LENGTH = 256
 class Limits:
     max_payload_bytes: int = 256 * 1024
     max_rows: int = 1000
+    # A reply's payload. A binaryMessage travels base64-encoded in a frame: the Java Nucleus
+    # takes 16 MiB frames (12 MiB of payload); nucleus lite 10,000 bytes (7,000 of payload).
+    max_reply_bytes: int = 12 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

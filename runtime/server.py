@@ -288,16 +288,25 @@ class InferenceServer:
             self.stats.count(f"error:{code}")
             return self._error(message.topic, request.id, code, text, legacy=request.legacy)
         latency_ms = (time.monotonic() - message.received) * 1000
-        self.stats.answered(latency_ms, len(request.instances))
         if request.legacy:
-            return config.legacy_response_topic, protocol.encode_legacy_reply(predictions)
-        payload = protocol.encode_reply(
-            request,
-            predictions,
-            name=self.model.name,
-            sha256=self.model.sha256,
-            latency_ms=latency_ms,
-        )
+            topic, payload = config.legacy_response_topic, protocol.encode_legacy_reply(predictions)
+        else:
+            payload = protocol.encode_reply(
+                request,
+                predictions,
+                name=self.model.name,
+                sha256=self.model.sha256,
+                latency_ms=latency_ms,
+            )
+        limit = config.limits.max_reply_bytes
+        if len(payload) > limit:  # the IPC server would refuse it, or drop the connection
+            self.stats.count("error:too_large")
+            text = (
+                f"the reply is {len(payload)} bytes; the limit is {limit} "
+                f"(--max-reply-bytes): send fewer than {len(request.instances)} instances"
+            )
+            return self._error(message.topic, request.id, "too_large", text, legacy=request.legacy)
+        self.stats.answered(latency_ms, len(request.instances))
         return topic, payload
 
     def _reply_topic(self, request: Request) -> str:

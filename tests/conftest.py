@@ -102,4 +102,3 @@ def named_bundle(
     path = tmp_path_factory.mktemp("named") / "sensors.json"
     booster.save_model(path)
     return compile_once(path, "sensors"), booster
-

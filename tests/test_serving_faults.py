@@ -184,6 +184,27 @@ def test_a_hostile_payload_is_refused_and_serving_goes_on(
     assert status == 0, server.stderr
 
 
+def test_a_reply_over_the_limit_is_a_too_large_error_not_a_lost_connection(
+    serve: Callable[..., ServerProcess], broker: IpcProcess, consumer: Consumer
+) -> None:
+    # 300 rows of 4 zeros take 3 KB; their 300 predictions over 5 KB: past nucleus lite's
+    # message limit at 7,000 bytes, Lite would close the server's connection.
+    server = serve(broker, "--max-reply-bytes", "5000", "--max-rows", "1000")
+    try:
+        server.wait_serving()
+        consumer.publish(REQUEST, request("big", [[0, 0, 0, 0]] * 300))
+        consumer.publish(REQUEST, request("small", [[0, 0, 0, 0]] * 10))
+        big, small = consumer.wait_for(2, timeout=5)
+    finally:
+        status, _ = server.stop()
+    assert big["id"] == "big" and big["error"]["code"] == "too_large"
+    assert "--max-reply-bytes" in big["error"]["message"]
+    assert small["id"] == "small" and len(small["predictions"]) == 10
+    stats = server.last_stats()
+    assert stats["reconnects"] == 0 and stats["errors"] == {"too_large": 1}
+    assert status == 0
+
+
 def test_an_integer_id_beyond_2_53_in_a_json_message(
     serve: Callable[..., ServerProcess], broker: IpcProcess, consumer: Consumer
 ) -> None:
