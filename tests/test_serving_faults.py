@@ -205,6 +205,31 @@ def test_a_reply_over_the_limit_is_a_too_large_error_not_a_lost_connection(
     assert status == 0
 
 
+def test_every_malformed_request_gets_its_error_and_serving_goes_on(
+    serve: Callable[..., ServerProcess], broker: IpcProcess, consumer: Consumer
+) -> None:
+    from .test_server import MALFORMED
+
+    server = serve(broker, "--max-payload-bytes", "2048", "--max-rows", "10")
+    expected = []
+    try:
+        server.wait_serving()
+        for name, (payload, code) in MALFORMED.items():
+            if not isinstance(payload, bytes):
+                payload = json.dumps(payload).encode()  # NaN/inf become NaN/Infinity tokens
+                # As text, a 401-digit number is refused by the decoder (over 100 characters).
+                code = "bad_json" if name == "value huge int" else code
+            consumer.publish(REQUEST, payload)
+            expected.append(code)
+        consumer.publish(REQUEST, request("after", [ROW]))
+        replies = consumer.wait_for(len(expected) + 1, timeout=20)
+    finally:
+        status, _ = server.stop()
+    assert [r["error"]["code"] for r in replies[:-1]] == expected
+    assert replies[-1]["id"] == "after" and "predictions" in replies[-1]
+    assert status == 0, server.stderr
+
+
 def test_an_integer_id_beyond_2_53_in_a_json_message(
     serve: Callable[..., ServerProcess], broker: IpcProcess, consumer: Consumer
 ) -> None:
