@@ -663,7 +663,41 @@ def _serving_section(results: dict[str, Any]) -> list[str]:
         ],
     )
     out.append("")
+    out += _transports_table(serving.get("transports", {}))
     return out
+
+
+def _transports_table(transports: dict[str, Any]) -> list[str]:
+    """The IPC clients side by side: the built-in one (the default) and awsiotsdk."""
+    if not transports:
+        return []
+    rows = []
+    for name, t in transports.items():
+        rt, per_cpu = t["round_trip_ms"], t.get("requests_per_server_cpu_s")
+        rows.append(
+            [
+                name,
+                f"{t['server_rss_idle_mib']:.1f} / {t['server_rss_after_mib']:.1f}",
+                str(t["server_threads"]),
+                f"{rt['p50']:.2f} / {rt['p99']:.2f}",
+                f"{t['requests_per_s']:,.0f}",
+                "n/a" if per_cpu is None else f"{per_cpu:,.0f}",
+            ]
+        )
+    header = [
+        "transport",
+        "server RSS idle / after the load, MiB",
+        "threads",
+        "round trip p50 / p99 ms",
+        "requests/s",
+        "requests per server CPU-second",
+    ]
+    note = (
+        "The same component, zip and Python with each IPC client (`edgeboost serve "
+        "--transport`); RSS here is this benchmark's Python, which imports more at start-up "
+        "than a device's python3 (README: Serving)."
+    )
+    return ["### Transports", "", note, "", *_table(header, rows), ""]
 
 
 def _host_section(results: dict[str, Any]) -> list[str]:

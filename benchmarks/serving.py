@@ -170,7 +170,9 @@ class RunningComponent:
 
 
 @contextmanager
-def running_component(bundle: Path, *, queue_size: int = 256) -> Iterator[RunningComponent]:
+def running_component(
+    bundle: Path, *, queue_size: int = 256, transport: str = "builtin"
+) -> Iterator[RunningComponent]:
     """Broker, inference component (from its unpacked zip) and consumer; SIGTERM at the end,
     each process's exit status in ``exit_codes``."""
     from edgeboost.broker import SOCKET_ENV, TOKEN_ENV
@@ -217,7 +219,11 @@ def running_component(bundle: Path, *, queue_size: int = 256) -> Iterator[Runnin
         }
         server_command = [sys.executable, "-m", "edgeboost", "serve", "bundle"]
         server = _start(
-            [*server_command, "--stats-interval", "3600", "--queue-size", str(queue_size)],
+            [
+                *server_command,
+                *("--stats-interval", "3600", "--queue-size", str(queue_size)),
+                *("--transport", transport),
+            ],
             server_env,
             device,
             work / "server.log",
@@ -241,6 +247,9 @@ def running_component(bundle: Path, *, queue_size: int = 256) -> Iterator[Runnin
         shutil.rmtree(work, ignore_errors=True)
 
 
+TRANSPORTS = ("builtin", "awsiotsdk")
+
+
 def measure_serving(
     bundle: Path,
     *,
@@ -249,7 +258,32 @@ def measure_serving(
     concurrency: int,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    with running_component(bundle) as running:
+    """The default (built-in) transport's figures at the top level, and both transports side
+    by side under ``transports``."""
+    by_transport = {}
+    for transport in TRANSPORTS:
+        say(f"  transport {transport}")
+        by_transport[transport] = _measure_one(
+            bundle,
+            transport=transport,
+            round_trips=round_trips,
+            seconds=seconds,
+            concurrency=concurrency,
+            say=say,
+        )
+    return {**by_transport[TRANSPORTS[0]], "transports": by_transport}
+
+
+def _measure_one(
+    bundle: Path,
+    *,
+    transport: str,
+    round_trips: int,
+    seconds: float,
+    concurrency: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    with running_component(bundle, transport=transport) as running:
         consumer, server, record = running.consumer, running.server, running.record
         rss_idle = proc_status_kib("VmRSS", server.pid)
         for i in range(min(50, round_trips)):  # warm-up
@@ -268,8 +302,11 @@ def measure_serving(
         sustained = _sustained(consumer, record, server.pid, seconds, concurrency)
         say(f"  sustained: {sustained['requests_per_s']:.0f} req/s with {concurrency} in flight")
         peak = proc_status_kib("VmHWM", server.pid)
+        rss_after = proc_status_kib("VmRSS", server.pid)
+        threads = len(os.listdir(f"/proc/{server.pid}/task"))
     return {
         "model": json.loads((bundle / "manifest.json").read_text())["model"]["name"],
+        "transport": transport,
         "request": "one named-feature record (models/wine-quality/requests.json[0])",
         "round_trip_ms": percentiles(latencies),
         "round_trips": len(latencies),
@@ -277,7 +314,9 @@ def measure_serving(
         "old_design_round_trip_ms": list(OLD_DESIGN_ROUND_TRIP_MS),
         **sustained,
         "server_rss_idle_mib": (rss_idle or 0) / 1024,
+        "server_rss_after_mib": (rss_after or 0) / 1024,
         "server_peak_rss_mib": (peak or 0) / 1024,
+        "server_threads": threads,
         "exit_codes": running.exit_codes,
     }
 
@@ -326,6 +365,7 @@ def _sustained(
         "sustained_requests": total,
         "sustained_lost": sum(lost),
         "server_cpu_ms_per_request": 1e3 * cpu / max(total, 1),
+        "requests_per_server_cpu_s": total / cpu if cpu > 0 else None,
         "server_rss_under_load_mib": {
             "median": float(np.median(rss)) / 1024 if rss else None,
             "max": max(rss) / 1024 if rss else None,

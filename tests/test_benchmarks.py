@@ -150,6 +150,13 @@ def test_serving_was_measured(smoke: tuple[int, Path, dict[str, Any]]) -> None:
     assert "error" not in serving, serving
     assert serving["round_trips"] == 5 and serving["round_trip_ms"]["p50"] > 0
     assert serving["exit_codes"] == {"server": 0, "broker": 0}
+    transports = serving["transports"]
+    assert set(transports) == {"builtin", "awsiotsdk"}
+    for name, figures in transports.items():
+        assert figures["transport"] == name and figures["exit_codes"]["server"] == 0
+        assert figures["server_threads"] >= 2 and figures["server_rss_after_mib"] > 5
+    assert transports["builtin"]["server_threads"] <= 3  # main, worker, IPC
+    assert "### Transports" in (smoke[1] / "REPORT.md").read_text()
 
 
 def test_a_parity_failure_fails_the_command(
