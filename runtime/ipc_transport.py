@@ -107,6 +107,48 @@ class BuiltinTransport:
         response.add_done_callback(lambda answer: _settle(done, answer))
         return done
 
+    # --- component lifecycle and configuration (beyond the Transport protocol) ----------------
+    def update_state(self, state: str) -> Future[dict[str, Any]]:
+        """Report the component's state to the Nucleus (``RUNNING``, ``ERRORED``)."""
+        return self._call("UpdateState", {"state": state})
+
+    def get_configuration(
+        self, key_path: Sequence[str], *, component: str | None = None
+    ) -> Future[dict[str, Any]]:
+        """The component's configuration below ``key_path``: ``{"componentName", "value"}``."""
+        request: dict[str, Any] = {"keyPath": list(key_path)}
+        if component is not None:
+            request["componentName"] = component
+        return self._call("GetConfiguration", request)
+
+    def subscribe_to_configuration_update(
+        self, key_path: Sequence[str], on_update: Callable[[dict[str, Any]], None]
+    ) -> Future[dict[str, Any]]:
+        """Call ``on_update`` (on this transport's thread) with each ``configurationUpdateEvent``
+        below ``key_path``, for as long as this connection lives."""
+
+        def event(document: dict[str, Any]) -> None:
+            update = document.get("configurationUpdateEvent")
+            if isinstance(update, dict):
+                on_update(update)
+
+        return self._call(
+            "SubscribeToConfigurationUpdate", {"keyPath": list(key_path)}, on_event=event
+        )
+
+    def _call(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Future[dict[str, Any]]:
+        connection = self._connection
+        if connection is None:
+            failed: Future[dict[str, Any]] = Future()
+            failed.set_exception(IpcNotSentError("not connected to the IPC server"))
+            return failed
+        return connection.call(operation, request, on_event=on_event)[1]
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 

@@ -565,3 +565,33 @@ def test_no_ipc_server_at_start_is_an_error_within_the_start_timeout(
     with pytest.raises(IpcError, match="cannot reach the Greengrass IPC server"):
         client.start([REQUEST], lambda message: None, lambda error: None)
     assert time.monotonic() - started < 2.5
+
+
+def test_configuration_calls_of_the_built_in_transport(broker: IpcProcess) -> None:
+    import time as clock
+
+    from edgeboost.runtime.exceptions import IpcRefusedError
+
+    client = transport_for("builtin", broker)
+    client.start([REQUEST], lambda message: None, lambda error: None)
+    updates: list[dict[str, Any]] = []
+    try:
+        if broker.kind == "broker":  # the local broker serves pub/sub only
+            with pytest.raises(IpcRefusedError, match="GetConfiguration refused with ServiceError"):
+                client.get_configuration(["accessControl"]).result(5)
+            return
+        configuration = client.get_configuration(["accessControl"]).result(5)
+        assert configuration["componentName"] == "com.example.Server"
+        grants = configuration["value"]["aws.greengrass.ipc.pubsub"]
+        assert any(REQUEST in policy["resources"] for policy in grants.values())
+        assert client.subscribe_to_configuration_update([], updates.append).result(5) == {}
+        request = {"keyPath": [], "timestamp": clock.time(), "valueToMerge": {"QueueSize": 99}}
+        client._call("UpdateConfiguration", request).result(5)
+        wait_until(lambda: bool(updates), 5)
+        assert updates[0] == {"componentName": "com.example.Server", "keyPath": ["QueueSize"]}
+        assert client.get_configuration(["QueueSize"]).result(5)["value"] == {"QueueSize": 99}
+        # Nucleus lite tracks lifecycle only for the services it starts itself.
+        with pytest.raises(IpcRefusedError, match="UpdateState refused with ServiceError"):
+            client.update_state("RUNNING").result(5)
+    finally:
+        client.close(1)
