@@ -128,11 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     pack.set_defaults(handler=_package)
 
     demo = commands.add_parser(
-        "demo", help="run broker, inference component and example consumer on this machine"
+        "demo", help="run IPC server, inference component and example consumer on this machine"
     )
     demo.add_argument("bundle", type=Path)
     demo.add_argument("--requests", required=True, type=Path, help="JSON list of records to send")
     demo.add_argument("--repeat", type=int, default=1, help="times to send each record")
+    demo.add_argument(
+        "--ipc-server",
+        choices=("broker", "greengrass-lite"),
+        default="broker",
+        help="broker (the default: edgeboost's local broker, needs nothing else) or "
+        "greengrass-lite (AWS's nucleus lite, built from --ggl-source on first use; needs root)",
+    )
+    demo.add_argument(
+        "--ggl-source",
+        type=Path,
+        metavar="TARBALL",
+        help="nucleus lite's ggl-src-*.tar.xz (default: $EDGEBOOST_GGL_SOURCE, else "
+        "../shared/greengrass-lite/ beside this checkout)",
+    )
     demo.set_defaults(handler=_demo)
 
     try:  # the broker is a development tool: device zips do not ship it
@@ -296,7 +310,13 @@ def _package(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from edgeboost.demo import run_demo
 
-    return run_demo(args.bundle, args.requests, repeat=args.repeat)
+    return run_demo(
+        args.bundle,
+        args.requests,
+        repeat=args.repeat,
+        ipc_server=args.ipc_server,
+        ggl_source=args.ggl_source,
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:

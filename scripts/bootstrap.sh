@@ -11,7 +11,7 @@ packages=(gcc libc6-dev python3-venv)
 if [ "$mode" = test ]; then
   packages+=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
              qemu-user-static binutils)
-  # Greengrass nucleus lite (tests/greengrass_lite.py builds its IPC daemons from ../shared).
+  # Greengrass nucleus lite (broker/greengrass_lite.py builds its IPC daemons from ../shared).
   packages+=(build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev uuid-dev libzip-dev
              libsqlite3-dev libyaml-dev libsystemd-dev libevent-dev liburiparser-dev)
 fi

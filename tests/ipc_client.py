@@ -1,5 +1,5 @@
 """A real awsiotsdk V2 client of one component, for tests against any Greengrass IPC server
-(the broker, or nucleus lite in tests/greengrass_lite.py). Callers check ``ipc is not None``
+(the broker, or nucleus lite in broker/greengrass_lite.py). Callers check ``ipc is not None``
 first (with conftest's need()): awsiotsdk is an extra."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The two Greengrass IPC servers the tests compare, behind one small interface: the local broker
-and nucleus lite (tests/greengrass_lite.py). Both declare the same components: TALKER (publish
+and nucleus lite (broker/greengrass_lite.py). Both declare the same components: TALKER (publish
 and subscribe on ``test/*``), LISTENER (subscribe to ``*``) and STRANGER (nothing).
 
 A test module registers the fixtures it uses (``ipc_server = ipc_servers.ipc_server`` etc.,

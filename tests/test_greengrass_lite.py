@@ -1,7 +1,7 @@
 """The awsiotsdk client and `edgeboost serve` against a real Greengrass IPC server: nucleus lite.
 
 The access control comes from the recipes `edgeboost package` writes, so these tests also check
-that a real Nucleus grants what those recipes ask for. tests/greengrass_lite.py runs Lite.
+that a real Nucleus grants what those recipes ask for. broker/greengrass_lite.py runs Lite.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from edgeboost.broker import greengrass_lite as ggl
 from edgeboost.runtime import Model
 
-from . import greengrass_lite as ggl
 from .conftest import need
 from .greengrass_lite import (
     CONSUMER,

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edgeboost.broker.greengrass_lite import access_control
 from edgeboost.runtime.eventstream import MessageFlag, MessageType
 
-from . import greengrass_lite as ggl
 from . import ipc_servers
 from .conftest import need
-from .greengrass_lite import LISTENER, TALKER, GreengrassLite
+from .greengrass_lite import LISTENER, TALKER, TEST_COMPONENTS, GreengrassLite
 from .ipc_client import Client, ipc
 from .ipc_servers import BROKER, LITE, PUBLISH, SUBSCRIBE, IpcServer
 from .raw_ipc import Closed, Frame, RawIpc
@@ -327,7 +327,7 @@ class BrokerCli:
     def __init__(self, folder: Path) -> None:
         self.socket = folder / "ipc.sock"
         self.recipe = folder / "talker.json"
-        policy = ggl.access_control(ggl.TEST_COMPONENTS[0])
+        policy = access_control(TEST_COMPONENTS[0])
         self.recipe.write_text(
             json.dumps(
                 {

@@ -1,12 +1,12 @@
 """Ask ggipcd for a component's token (SVCUID), as Greengrass nucleus lite's recipe runner does.
 
-usage: python ggl_token.py SOCKET COMPONENT [CGROUP]
+usage: python -m edgeboost.broker.ggl_token SOCKET COMPONENT [CGROUP]
 
-Run as its own process because ggipcd checks the *connecting* process: its systemd unit (from
-its cgroup, or from the LD_PRELOAD shim reading EDGEBOOST_GGL_COMPONENT in its environment)
-must be ``ggl.COMPONENT.service``. With CGROUP, this process first moves itself into that
-cgroup; it never moves out, so the caller removes the cgroup once this process has exited.
-Prints the token. Standard library plus the project's event-stream codec only.
+greengrass_lite.py runs it as its own process because ggipcd checks the *connecting* process:
+its systemd unit (from its cgroup, or from the LD_PRELOAD shim reading EDGEBOOST_GGL_COMPONENT
+in its environment) must be ``ggl.COMPONENT.service``. With CGROUP, this process first moves
+itself into that cgroup; it never moves out, so the caller removes the cgroup once this process
+has exited. Prints the token. Standard library plus the project's event-stream codec only.
 """
 
 from __future__ import annotations

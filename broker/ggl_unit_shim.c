@@ -1,10 +1,11 @@
-// LD_PRELOAD shim for ggipcd where cgroups are not writable (tests/greengrass_lite.py).
+// LD_PRELOAD shim for ggipcd where cgroups are not writable (broker/greengrass_lite.py).
 //
 // ggipcd hands a component its token (SVCUID) only if systemd says the connecting process
 // runs in the unit "ggl.<componentName>.service"; sd_pid_get_unit() is the only libsystemd
 // call it makes. This replacement takes the unit from EDGEBOOST_GGL_COMPONENT in the peer's
-// initial environment instead, which the fixture sets only on the process that asks for a
-// token. Test use only: any local process could claim any component this way.
+// initial environment instead, which greengrass_lite.py sets only on the process that asks
+// for a token. Development use only (tests, edgeboost demo): any local process could claim any
+// component this way.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
