@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from .exceptions import (
     IpcRefusedError,
     IpcUnconfirmedError,
 )
-from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
+from .transport import TOKEN_ENV, Message, component_identity, subscribe_advice
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -70,8 +69,7 @@ class GreengrassTransport:
         backoff_s: tuple[float, float] = (0.05, 1.0),
     ) -> None:
         self._awsiot = _sdk()
-        self._socket_path = socket_path or os.environ.get(SOCKET_ENV, "")
-        self._auth_token = auth_token or os.environ.get(TOKEN_ENV, "")
+        self._socket_path, self._auth_token = socket_path or "", auth_token or ""
         self._call_timeout_s = call_timeout_s
         self._start_timeout_s = start_timeout_s
         self._backoff_s = backoff_s
@@ -103,11 +101,9 @@ class GreengrassTransport:
         deliver: Callable[[Message], None],
         on_fatal: Callable[[Exception], None],
     ) -> None:
-        if not self._socket_path or not self._auth_token:
-            raise IpcError(
-                f"{SOCKET_ENV} and {TOKEN_ENV} must be set (the Nucleus sets them for a "
-                "component whose recipe has an aws.greengrass.ipc.pubsub accessControl)"
-            )
+        self._socket_path, self._auth_token = component_identity(
+            self._socket_path, self._auth_token
+        )
         self._topics, self._deliver, self._on_fatal = list(topics), deliver, on_fatal
         self._connect_with_backoff(give_up_at=time.monotonic() + self._start_timeout_s)
         self._supervisor = threading.Thread(

@@ -11,7 +11,6 @@ answer, and a refused token or subscription is fatal.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from .ipc_connection import (
     binary_publish_request,
     received_message,
 )
-from .transport import SOCKET_ENV, TOKEN_ENV, Message, subscribe_advice
+from .transport import Message, component_identity, subscribe_advice
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -49,8 +48,7 @@ class BuiltinTransport:
         start_timeout_s: float = 4.0,
         backoff_s: tuple[float, float] = (0.05, 1.0),
     ) -> None:
-        self._socket_path = socket_path or os.environ.get(SOCKET_ENV, "")
-        self._auth_token = auth_token or os.environ.get(TOKEN_ENV, "")
+        self._socket_path, self._auth_token = socket_path or "", auth_token or ""
         self._call_timeout_s = call_timeout_s
         self._start_timeout_s = start_timeout_s
         self._backoff_s = backoff_s
@@ -79,11 +77,9 @@ class BuiltinTransport:
         deliver: Callable[[Message], None],
         on_fatal: Callable[[Exception], None],
     ) -> None:
-        if not self._socket_path or not self._auth_token:
-            raise IpcError(
-                f"{SOCKET_ENV} and {TOKEN_ENV} must be set (the Nucleus sets them for a "
-                "component whose recipe has an aws.greengrass.ipc.pubsub accessControl)"
-            )
+        self._socket_path, self._auth_token = component_identity(
+            self._socket_path, self._auth_token
+        )
         self._topics, self._deliver, self._on_fatal = list(topics), deliver, on_fatal
         self._thread = threading.Thread(target=self._run, name="edgeboost-ipc", daemon=True)
         self._thread.start()

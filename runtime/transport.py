@@ -14,16 +14,38 @@ ones. The server relies on these promises:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-__all__ = ["SOCKET_ENV", "TOKEN_ENV", "Message", "subscribe_advice"]  # and Transport, for checkers
+from .exceptions import IpcError
+
+__all__ = [
+    "SOCKET_ENV",
+    "TOKEN_ENV",
+    "Message",
+    "component_identity",
+    "subscribe_advice",
+]  # and Transport, for checkers
 
 # What the Nucleus puts in a component's environment for IPC.
 SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 TOKEN_ENV = "SVCUID"
+
+
+def component_identity(socket_path: str | None, token: str | None) -> tuple[str, str]:
+    """The IPC socket and the component's token: given, or from the environment the Nucleus
+    gives a component. Raises IpcError naming what is missing."""
+    socket_path = socket_path or os.environ.get(SOCKET_ENV, "")
+    token = token or os.environ.get(TOKEN_ENV, "")
+    if not socket_path or not token:
+        raise IpcError(
+            f"{SOCKET_ENV} and {TOKEN_ENV} must be set (the Nucleus sets them for a "
+            "component whose recipe has an aws.greengrass.ipc.pubsub accessControl)"
+        )
+    return socket_path, token
 
 
 def subscribe_advice(topic: str) -> str:

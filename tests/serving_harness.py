@@ -74,7 +74,7 @@ class BrokerProcess:
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
-        self.process.send_signal(signum)
+        send_signal(self.process.pid, signum)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -82,6 +82,15 @@ class BrokerProcess:
             self.process.wait(10)
 
     close = kill
+
+
+def send_signal(pid: int, signum: int) -> None:
+    """Signal ``pid``; for SIGSTOP, return only once it is stopped (delivery is asynchronous,
+    and a test that acts before then races the process it meant to freeze)."""
+    os.kill(pid, signum)
+    if signum == signal.SIGSTOP:
+        stat = Path(f"/proc/{pid}/stat")
+        wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in "Tt", 5)
 
 
 def _accepts(path: Path) -> bool:
@@ -137,7 +146,7 @@ class ServerProcess:
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
-        self.process.send_signal(signum)
+        send_signal(self.process.pid, signum)
 
     def stop(self, timeout: float = 10.0) -> tuple[int, float]:
         """SIGTERM; (exit status, seconds it took)."""
@@ -265,7 +274,7 @@ class LiteProcess:
         return self.lite.client_env(self.names[role])
 
     def signal(self, signum: int) -> None:
-        os.kill(self.lite.pids()["ggipcd"], signum)
+        send_signal(self.lite.pids()["ggipcd"], signum)
 
     def kill(self) -> None:
         self.lite.stop_ipc()

@@ -16,30 +16,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from edgeboost.broker import Broker, ComponentPolicy, load_recipe_policy
+from edgeboost.recipes import ComponentOptions, package_bundle
 from edgeboost.runtime import Model
 from edgeboost.runtime.protocol import Limits
 from edgeboost.runtime.server import InferenceServer, ServerConfig
 
 from .conftest import NAMES, need
+from .ipc_client import Client, ipc
 from .test_server import MALFORMED
-
-try:
-    import awsiot.greengrasscoreipc as ipc
-    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-    from awsiot.greengrasscoreipc.model import (
-        BinaryMessage,
-        JsonMessage,
-        PublishMessage,
-        UnauthorizedError,
-    )
-except ImportError:  # checked by the `sdk` fixture: skip locally, fail in CI
-    ipc = None
-
-from edgeboost.broker import Broker, ComponentPolicy, load_recipe_policy
-from edgeboost.recipes import ComponentOptions, package_bundle
 
 REQUEST, RESPONSE = "edgeboost/inference/request", "edgeboost/inference/response"
 LEGACY_IN, LEGACY_OUT = "local/inference", "local/result"
@@ -111,46 +98,6 @@ def server(broker: Broker, named_bundle: tuple[Path, object]) -> Iterator[Infere
     assert not thread.is_alive()
 
 
-class Client:
-    """A real V2 client of a component, collecting what arrives on its subscriptions."""
-
-    def __init__(self, socket_path: str, token: str) -> None:
-        self.v2 = GreengrassCoreIPCClientV2(
-            client=ipc.connect(ipc_socket=socket_path, authtoken=token)
-        )
-        self.received: list[Any] = []
-        self._arrived = threading.Condition()
-        self._operations: list[Any] = []
-
-    def subscribe(self, topic: str) -> None:
-        _, operation = self.v2.subscribe_to_topic(topic=topic, on_stream_event=self._on_event)
-        self._operations.append(operation)
-
-    def _on_event(self, event: Any) -> None:
-        message = event.binary_message or event.json_message
-        body = message.message
-        with self._arrived:
-            self.received.append(json.loads(body) if isinstance(body, bytes) else body)
-            self._arrived.notify_all()
-
-    def publish(self, topic: str, payload: Any) -> None:
-        if isinstance(payload, bytes):
-            message = PublishMessage(binary_message=BinaryMessage(message=payload))
-        else:
-            message = PublishMessage(json_message=JsonMessage(message=payload))
-        self.v2.publish_to_topic(topic=topic, publish_message=message)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
-        with self._arrived:
-            self._arrived.wait_for(lambda: len(self.received) >= count, timeout)
-            return list(self.received)
-
-    def close(self) -> None:
-        for operation in self._operations:
-            operation.close()
-        self.v2.close()
-
-
 @pytest.fixture()
 def client(broker: Broker) -> Iterator[Client]:
     consumer = Client(broker.socket_path, CONSUMER)
@@ -182,6 +129,8 @@ def test_an_old_style_request_gets_the_old_reply(
 
 
 def test_a_component_without_the_grant_is_unauthorized(broker: Broker) -> None:
+    from awsiot.greengrasscoreipc.model import UnauthorizedError
+
     stranger = Client(broker.socket_path, STRANGER)
     try:
         with pytest.raises(UnauthorizedError):
