@@ -70,9 +70,11 @@ def debian_mirror() -> str:
         label, _, uri = line.partition("\t")
         if label == "Debian" and uri:  # not Debian-Security, nor another vendor's archive
             return uri.rstrip("/")
+    # apt lists only the targets whose lists it has: none before the first apt-get update.
     raise MissingToolError(
-        f"the host's apt sources name no Debian archive; set {MIRROR_ENV_VAR} to the URL of "
-        "a Debian mirror (the folder that holds dists/ and pool/)"
+        "the host's apt knows no Debian archive (its sources name none, or apt-get update never "
+        f"ran); run apt-get update, or set {MIRROR_ENV_VAR} to the URL of a Debian mirror (the "
+        "folder that holds dists/ and pool/)"
     )
 
 
