@@ -306,11 +306,14 @@ def prepare_python_root(
 def python3(root: str | Path) -> Path:
     """The userland's python3 (bookworm: python3.11, bullseye: python3.9), as a device runs it.
 
-    /usr/bin/python3 is a relative symlink; it is resolved here, inside ``root``, because an
-    absolute target would point at the host's own interpreter.
+    /usr/bin/python3 is a symlink; it is resolved here, inside ``root`` (an absolute target
+    would otherwise name the host's own interpreter), so that qemu runs the real binary.
     """
     link = Path(root) / PYTHON3
-    return link.parent / os.readlink(link) if link.is_symlink() else link
+    if not link.is_symlink():
+        return link
+    target = Path(os.readlink(link))
+    return Path(root) / target.relative_to("/") if target.is_absolute() else link.parent / target
 
 
 def run_python(
