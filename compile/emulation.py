@@ -6,12 +6,13 @@ Host side only (stdlib + numpy), used by the parity tests and by CI:
   the host's own target). binfmt_misc is not assumed: qemu is always invoked explicitly.
 - ``build_driver`` / ``run_library``: native/parity_driver.c, built per target and cached by
   source hash, runs a model library on float32 rows and returns margins and values.
-- ``prepare_python_root`` / ``run_python``: a Debian bookworm userland with python3.11 and
-  python3-cffi, unpacked from .debs with ``dpkg-deb -x`` (no debootstrap, no chroot), and
-  that Python run under qemu with a clean environment.
+- ``prepare_python_root`` / ``run_python``: a Debian userland with python3 and python3-cffi
+  (bookworm: Python 3.11, or bullseye: Python 3.9; see compile/debian.py), unpacked from
+  .debs with ``dpkg-deb -x`` (no debootstrap, no chroot), and that Python run under qemu
+  with a clean environment.
 
 Warm the cache from CI with:
-``python -m edgeboost.compile.emulation prepare --target all --cache DIR``
+``python -m edgeboost.compile.emulation prepare --target all [--suite bullseye] --cache DIR``
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -38,13 +38,14 @@ from pathlib import Path
 import numpy as np
 from edgeboost.runtime.targets import TARGETS, host_target
 
-from .errors import ToolchainError
+from .debian import DEFAULT_SUITE, SUITES, DebPackage, PrivateApt
+from .errors import EmulationError, MissingToolError, ToolchainError
 from .toolchain import TOOLCHAINS, compiler_version
 
 __all__ = [
     "EMULATORS",
-    "PYTHON",
-    "ROOT_PACKAGES",
+    "PYTHON3",
+    "SUITES",
     "DebPackage",
     "EmulationError",
     "Emulator",
@@ -54,6 +55,7 @@ __all__ = [
     "main",
     "needs_emulation",
     "prepare_python_root",
+    "python3",
     "qemu_prefix",
     "read_outputs",
     "run_library",
@@ -65,34 +67,14 @@ _log = logging.getLogger(__name__)
 
 QEMU_PACKAGE = "qemu-user-static"
 CACHE_ENV_VAR = "EDGEBOOST_EMULATION_CACHE"
-# The interpreter inside the userland; bookworm's python3 is 3.11 (the devices' Python).
-PYTHON = "usr/bin/python3.11"
-# What the userland is resolved from; apt adds every dependency (libc6, libssl3 for hashlib,
-# libffi8, libexpat1, ...). Listed explicitly rather than trusting python3-cffi's Depends.
-ROOT_PACKAGES = (
-    "python3",
-    "python3.11",
-    "python3-cffi",
-    "python3-cffi-backend",
-    "python3-pycparser",
-    "python3-ply",
-    "libffi8",
-    "libc6",
-)
+# The userland's interpreter, as the recipe calls it (a symlink to python3.11, python3.9, ...).
+PYTHON3 = "usr/bin/python3"
 # Imported by the smoke test of a fresh userland: what the runtime needs to start.
 _SMOKE_IMPORTS = ("cffi", "_cffi_backend", "json", "hashlib", "logging", "threading", "array")
 _DRIVER_FLAGS = ("-O2", "-std=gnu11", "-Wall", "-Wextra")
 _ROWS_MAGIC, _OUT_MAGIC, _FORMAT_VERSION = b"EBPR", b"EBPO", 1
 # magic, version, n_rows, n_cols (or n_out), reserved: see native/parity_driver.c.
 _HEADER = struct.Struct("<4sIqii")
-
-
-class EmulationError(ToolchainError):
-    """Building or running a target's program on this machine failed."""
-
-
-class MissingToolError(EmulationError):
-    """A tool is missing (qemu, cross compiler, target libc, apt); says what to install."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +104,6 @@ EMULATORS: dict[str, Emulator] = {
     )
 }
 assert EMULATORS.keys() == TARGETS.keys(), "every runtime target needs an emulator entry"
-
-
-@dataclass(frozen=True, slots=True)
-class DebPackage:
-    name: str
-    version: str
-    arch: str
-
-    @property
-    def filename(self) -> str:
-        # apt-get download escapes the epoch colon this way.
-        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,18 +258,24 @@ def run_library(
 
 
 # ---------------------------------------------------------------------------------------------
-# The target's own Python: a Debian bookworm userland unpacked from .debs
+# The target's own Python: a Debian userland unpacked from .debs
 
 
-def prepare_python_root(triple: str, cache_dir: str | Path | None = None) -> Path:
-    """Return a bookworm userland for ``triple`` with python3.11 + python3-cffi, made once.
+def prepare_python_root(
+    triple: str, cache_dir: str | Path | None = None, *, suite: str = DEFAULT_SUITE
+) -> Path:
+    """Return a ``suite`` userland for ``triple`` with its python3 + python3-cffi, made once.
 
-    Cached under ``cache_dir/python/<triple>``: the resolved package list, the .debs and the
-    unpacked root. Needs dpkg and apt with Debian bookworm sources; adds the dpkg architecture
-    and runs apt-get update when root (otherwise says which commands to run).
+    Cached under ``cache_dir/python/<suite>/<triple>``: apt's private state, the resolved
+    package list, the .debs and the unpacked root. Needs apt-get and dpkg-deb (any Debian-based
+    host: the suite's packages come from its own sources list, see compile/debian.py).
     """
     emulator = _emulator(triple)
-    base = _cache(cache_dir) / "python" / triple
+    try:
+        release = SUITES[suite]
+    except KeyError:
+        raise EmulationError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}") from None
+    base = _cache(cache_dir) / "python" / suite / triple
     root, stamp = base / "root", base / "ready.json"
     if _root_ready(root, stamp):
         return root
@@ -308,12 +284,9 @@ def prepare_python_root(triple: str, cache_dir: str | Path | None = None) -> Pat
         if _root_ready(root, stamp):  # another process finished it while we waited
             return root
         started = time.monotonic()
-        for tool, package in (("dpkg", "dpkg"), ("dpkg-deb", "dpkg"), ("apt-get", "apt")):
-            if shutil.which(tool) is None:
-                raise MissingToolError(
-                    f"{tool} is not on PATH; a Debian-based host is needed ({package})"
-                )
-        debs = _fetch(emulator.debian_arch, base)
+        if shutil.which("dpkg-deb") is None:
+            raise MissingToolError("dpkg-deb is not on PATH; a Debian-based host is needed (dpkg)")
+        debs = _fetch(PrivateApt(release, emulator.debian_arch, base / "apt"), base)
         staging = Path(tempfile.mkdtemp(prefix=".root-", dir=base))
         try:
             _unpack(debs, staging)
@@ -324,10 +297,23 @@ def prepare_python_root(triple: str, cache_dir: str | Path | None = None) -> Pat
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        details = {"python": version, "packages": len(debs)}
+        details = {"suite": suite, "python": version, "packages": len(debs)}
         stamp.write_text(json.dumps({**details, "seconds": round(time.monotonic() - started, 1)}))
         _log.info("prepared %s userland in %s: %s", triple, root, details)
     return root
+
+
+def python3(root: str | Path) -> Path:
+    """The userland's python3 (bookworm: python3.11, bullseye: python3.9), as a device runs it.
+
+    /usr/bin/python3 is a symlink; it is resolved here, inside ``root`` (an absolute target
+    would otherwise name the host's own interpreter), so that qemu runs the real binary.
+    """
+    link = Path(root) / PYTHON3
+    if not link.is_symlink():
+        return link
+    target = Path(os.readlink(link))
+    return Path(root) / target.relative_to("/") if target.is_absolute() else link.parent / target
 
 
 def run_python(
@@ -340,14 +326,14 @@ def run_python(
     env: Mapping[str, str] | None = None,
     timeout: float = 600.0,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the userland's python3.11 with ``args`` under qemu; output captured as text.
+    """Run the userland's python3 with ``args`` under qemu; output captured as text.
 
     The environment is built from scratch (the host's PYTHON* variables and site-packages
     never leak in): PYTHONPATH is ``pythonpath``, then ``env`` is applied on top. Python
     finds its stdlib and dist-packages inside ``root`` from its own path.
     """
     root = Path(root).resolve()
-    python = root / PYTHON
+    python = python3(root)
     if not python.exists():
         raise EmulationError(f"{python} does not exist; call prepare_python_root({triple!r}) first")
     environment = {
@@ -375,124 +361,23 @@ def run_python(
 
 
 def _root_ready(root: Path, stamp: Path) -> bool:
-    return stamp.is_file() and (root / PYTHON).is_file()
+    return stamp.is_file() and python3(root).is_file()
 
 
-def _fetch(arch: str, base: Path) -> list[Path]:
-    """The .debs of the userland, downloaded once into ``base/debs``."""
+def _fetch(apt: PrivateApt, base: Path) -> list[Path]:
+    """The .debs of the userland, resolved once (kept in packages.json) and downloaded once."""
     saved = base / "packages.json"
-    had_list = saved.is_file()
-    try:
-        return _download(_package_list(arch, saved), arch, base / "debs")
-    except EmulationError:
-        if not had_list:
-            raise
-        # A kept list can name versions the mirror has since replaced: resolve afresh once.
-        saved.unlink()
-        return _download(_package_list(arch, saved), arch, base / "debs")
-
-
-def _package_list(arch: str, saved: Path) -> list[DebPackage]:
-    """The closure of ROOT_PACKAGES for ``arch``, resolved by apt once and then kept."""
     if saved.is_file():
-        return [DebPackage(**p) for p in json.loads(saved.read_text())]
-    updated = _ensure_architecture(arch)
-    try:
-        packages = _resolve(arch)
-    except EmulationError:
-        if updated or os.geteuid() != 0:
-            raise
-        _apt_update()  # the lists may predate this architecture or be stale; retry once
-        packages = _resolve(arch)
-    names = {p.name for p in packages}
-    if "python3.11" not in names:
-        raise EmulationError(
-            f"apt resolves python3 for {arch} without python3.11 (got "
-            f"{sorted(n for n in names if n.startswith('python3'))}); the apt sources must be "
-            "Debian bookworm"
-        )
+        try:
+            packages = [DebPackage(**p) for p in json.loads(saved.read_text())]
+            return apt.download(packages, base / "debs")
+        except EmulationError:
+            # A kept list can name versions the mirror has since replaced: resolve afresh.
+            saved.unlink()
+    apt.update()
+    packages = apt.resolve()
     saved.write_text(json.dumps([asdict(p) for p in packages], indent=1))
-    return packages
-
-
-def _ensure_architecture(arch: str) -> bool:
-    """Make dpkg/apt know ``arch``; returns True when it had to add it (lists were updated)."""
-    native = _output(["dpkg", "--print-architecture"]).strip()
-    foreign = _output(["dpkg", "--print-foreign-architectures"]).split()
-    if arch == native or arch in foreign:
-        return False
-    if os.geteuid() != 0:
-        raise MissingToolError(
-            f"dpkg does not know architecture {arch}; as root run: "
-            f"dpkg --add-architecture {arch} && apt-get update  (or .ci/install-cross.sh)"
-        )
-    _log.info("dpkg --add-architecture %s", arch)
-    _check_run(["dpkg", "--add-architecture", arch], f"dpkg --add-architecture {arch} failed")
-    _apt_update()
-    return True
-
-
-def _apt_update() -> None:
-    # apt-get update exits non-zero when any index fails (a mirror mid-sync, an unrelated
-    # repository); resolution below decides whether what we need is there.
-    result = subprocess.run(["apt-get", "update"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        _log.warning("apt-get update reported errors:\n%s", result.stderr.strip())
-
-
-def _apt_options(arch: str, status_file: Path | None = None) -> list[str]:
-    """Make apt treat ``arch`` as the only architecture, as on a device of that arch."""
-    options = ["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}"]
-    if status_file is not None:
-        # An empty dpkg status: resolve as for an empty system, ignoring what the host has.
-        options += ["-o", f"Dir::State::status={status_file}"]
-    return options
-
-
-_INST = re.compile(r"^Inst (?P<name>[^\s:]+)\S* \((?P<version>\S+) .*\[(?P<arch>[^\]\s]+)\]\)")
-
-
-def _resolve(arch: str) -> list[DebPackage]:
-    with tempfile.TemporaryDirectory(prefix="edgeboost-apt-") as scratch:
-        status = Path(scratch) / "status"
-        status.touch()
-        command = [
-            "apt-get",
-            "--simulate",
-            "--no-install-recommends",
-            *_apt_options(arch, status),
-            "install",
-            *ROOT_PACKAGES,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    packages = []
-    for line in result.stdout.splitlines():
-        match = _INST.match(line)
-        if match:
-            packages.append(DebPackage(**match.groupdict()))
-    if result.returncode != 0 or not packages:
-        raise EmulationError(
-            f"apt cannot resolve {' '.join(ROOT_PACKAGES)} for {arch}",
-            command=command,
-            returncode=result.returncode,
-            stderr=result.stderr + result.stdout[-2000:],
-        )
-    return packages
-
-
-def _download(packages: Sequence[DebPackage], arch: str, folder: Path) -> list[Path]:
-    """Fetch the .debs not already in ``folder`` (apt checks them against the signed lists)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [p for p in packages if not (folder / p.filename).is_file()]
-    if missing:
-        _log.info("downloading %d .debs for %s", len(missing), arch)
-        command = ["apt-get", "download", *_apt_options(arch)]
-        command += [f"{p.name}={p.version}" for p in missing]
-        _check_run(command, f"apt-get download for {arch} failed", cwd=folder, timeout=1800)
-    still = [p.filename for p in packages if not (folder / p.filename).is_file()]
-    if still:
-        raise EmulationError(f"apt-get download did not produce {', '.join(still)} in {folder}")
-    return [folder / p.filename for p in packages]
+    return apt.download(packages, base / "debs")
 
 
 def _unpack(debs: Sequence[Path], root: Path) -> None:
@@ -515,7 +400,7 @@ def _smoke_test(triple: str, root: Path) -> str:
     if result.returncode != 0 or len(lines) != 2:
         raise EmulationError(
             f"the {triple} userland's python does not start",
-            command=[PYTHON, "-c", "..."],
+            command=[PYTHON3, "-c", "..."],
             returncode=result.returncode,
             stderr=result.stderr,
         )
@@ -542,15 +427,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _output(command: Sequence[str]) -> str:
-    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise EmulationError(
-            "command failed", command=command, returncode=result.returncode, stderr=result.stderr
-        )
-    return result.stdout
 
 
 def _check_run(
@@ -590,6 +466,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help=f"cache folder (default: ${CACHE_ENV_VAR} or ~/.cache/edgeboost/emulation)",
     )
+    prepare.add_argument(
+        "--suite",
+        action="append",
+        choices=list(SUITES),
+        help=f"the Debian release of the userlands (repeatable; default {DEFAULT_SUITE})",
+    )
     prepare.add_argument("--no-python", action="store_true", help="build the drivers only")
     return parser.parse_args(argv)
 
@@ -607,9 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{triple}: driver {driver} ({time.monotonic() - started:.1f}s)")
             if args.no_python or not needs_emulation(triple):
                 continue
-            started = time.monotonic()
-            root = prepare_python_root(triple, cache)
-            print(f"{triple}: python userland {root} ({time.monotonic() - started:.1f}s)")
+            for suite in args.suite or [DEFAULT_SUITE]:
+                started = time.monotonic()
+                root = prepare_python_root(triple, cache, suite=suite)
+                seconds = time.monotonic() - started
+                print(f"{triple}: {suite} python userland {root} ({seconds:.1f}s)")
     except EmulationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

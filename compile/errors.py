@@ -6,7 +6,14 @@ from collections.abc import Sequence
 
 from edgeboost.runtime.exceptions import EdgeboostError
 
-__all__ = ["MissingExtraError", "ParityError", "ToolchainError", "UnsupportedModelError"]
+__all__ = [
+    "EmulationError",
+    "MissingExtraError",
+    "MissingToolError",
+    "ParityError",
+    "ToolchainError",
+    "UnsupportedModelError",
+]
 
 
 class UnsupportedModelError(EdgeboostError):
@@ -39,6 +46,14 @@ class ToolchainError(EdgeboostError):
         self.command = list(command) if command is not None else None
         self.returncode = returncode
         self.stderr = stderr
+
+
+class EmulationError(ToolchainError):
+    """Building or running a target's program on this machine failed (compile/emulation.py)."""
+
+
+class MissingToolError(EmulationError):
+    """A tool is missing (qemu, cross compiler, target libc, apt); says what to install."""
 
 
 class ParityError(EdgeboostError):

@@ -100,7 +100,7 @@ _INT_FORMATS: dict[HeaderType, struct.Struct] = {
 _LENGTH_PREFIXED = (HeaderType.BYTE_BUF, HeaderType.STRING)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Header:
     """One typed header. Booleans carry their value in the type code (BOOL_TRUE/BOOL_FALSE)."""
 
@@ -121,7 +121,7 @@ class Header:
         return cls(name, HeaderType.BOOL_TRUE if value else HeaderType.BOOL_FALSE, value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """A decoded frame: headers in wire order, and the payload."""
 
@@ -165,7 +165,7 @@ def _encode_value(header: Header) -> bytes:
     if kind in _LENGTH_PREFIXED:
         if kind is HeaderType.STRING and isinstance(value, str):
             raw = value.encode("utf-8")
-        elif kind is HeaderType.BYTE_BUF and isinstance(value, bytes | bytearray):
+        elif kind is HeaderType.BYTE_BUF and isinstance(value, (bytes, bytearray)):
             raw = bytes(value)
         else:
             raise FrameError(f"header {header.name!r}: wrong value type for {kind.name}")

@@ -27,7 +27,7 @@ __all__ = ["Inbox", "Overloaded"]
 KEEP_FOR_ID_BYTES = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Overloaded:
     """What an "overloaded" reply needs."""
 

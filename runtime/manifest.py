@@ -39,7 +39,7 @@ _INT32_MAX = 2**31 - 1
 _LOWER_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelSource:
     """The booster file the bundle was compiled from."""
 
@@ -49,7 +49,7 @@ class ModelSource:
     format: str  # "xgboost-json" or "xgboost-ubjson"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TargetLibrary:
     """One compiled library and how it was built."""
 
@@ -64,7 +64,7 @@ class TargetLibrary:
     parity: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int
     model: ModelSource

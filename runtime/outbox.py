@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Outbox", "Reply"]
 
 
-@dataclass(slots=True)
+@dataclass
 class Reply:
     topic: str
     payload: bytes

@@ -64,7 +64,7 @@ ERROR_CODES = {
 _MAX_ID_LENGTH = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Limits:
     max_payload_bytes: int = 256 * 1024
     max_rows: int = 1000
@@ -73,7 +73,7 @@ class Limits:
     max_reply_bytes: int = 12 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Request:
     id: str | int | None
     instances: list[Any]

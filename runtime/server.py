@@ -62,7 +62,7 @@ EXIT_ABANDONED = 3  # shutdown came before every received request was answered
 _FINAL = ("published", "publish_not_sent", "publish_unconfirmed", "unanswerable")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ServerConfig:
     request_topic: str = "edgeboost/inference/request"
     response_topic: str = "edgeboost/inference/response"

@@ -11,13 +11,18 @@ __all__ = ["MIN_PYTHON", "TARGETS", "Target", "host_target", "target_mismatch"]
 # Lets a user force a choice (for example a 32-bit userland the probe below gets wrong).
 TARGET_ENV_VAR = "EDGEBOOST_TARGET"
 
-# The oldest Python the device runtime supports (pyproject's requires-python; a test keeps the
-# two equal). It lives here, with the other facts about the device's process, so that the
-# Greengrass recipe can check it on the device before anything else.
-MIN_PYTHON = (3, 10)
+# The oldest Python a device may run the runtime on: Debian 11 and Raspberry Pi OS bullseye ship
+# 3.9. It lives here, with the other facts about the device's process, so that the Greengrass
+# recipe can check it on the device before anything else. It is not pyproject's requires-python
+# (3.10), which is for the whole distribution: the build host's tools (compile, package, broker).
+# So what a device runs (compile/runtime_tree.py) is written for 3.9, for what that costs:
+# no @dataclass(slots=True) (plain dataclasses), no zip(strict=...), no isinstance(x, A | B) and
+# no X | Y outside annotations (they are strings there: `from __future__ import annotations`).
+# ruff lints those files as 3.9 code (pyproject); tests/test_device_e2e.py runs them on 3.9.
+MIN_PYTHON = (3, 9)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Target:
     triple: str
     # Values of os.uname().machine (platform.machine()) a process of this target reports.

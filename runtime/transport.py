@@ -56,7 +56,7 @@ def subscribe_advice(topic: str) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One delivery: ``payload`` is bytes (binaryMessage) or a decoded object (jsonMessage)."""
 

@@ -16,13 +16,6 @@ if [ "$mode" = test ]; then
              libsqlite3-dev libyaml-dev libsystemd-dev libevent-dev liburiparser-dev)
 fi
 
-if [ "$mode" = test ] && [ "$(id -u)" -eq 0 ]; then
-  # The emulated-Python tests download Debian arm64/armhf packages (compile/emulation.py).
-  for arch in arm64 armhf; do
-    dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch"
-  done
-fi
-
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

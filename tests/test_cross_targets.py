@@ -3,7 +3,7 @@ aarch64 and armv7 libraries under qemu-user, and the real
 target Python (Debian bookworm python3 + python3-cffi) running edgeboost.runtime.
 
 Needs gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (with their libc6-dev-*-cross),
-qemu-user-static, and apt access to bookworm arm64/armhf (.ci/install-cross.sh). Skips
+qemu-user-static, and a Debian archive apt can reach (compile/debian.py). Skips
 locally when those are missing; fails in CI (see conftest.need). The drivers and userlands
 are cached in ~/.cache/edgeboost/emulation, so only the first run on a machine downloads anything.
 """

@@ -47,6 +47,38 @@ def test_device_tree_holds_only_the_runtime() -> None:
         assert not bad, f"{name} imports {sorted(bad)}"
 
 
+def _newer_than_3_9(tree: ast.Module) -> list[str]:
+    """Calls that parse on Python 3.9 but fail there when run (ruff only checks syntax)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+        keywords = {k.arg for k in node.keywords}
+        if name == "zip" and "strict" in keywords:
+            found.append(f"line {node.lineno}: zip(strict=...)")
+        if name == "dataclass" and keywords & {"slots", "kw_only", "match_args"}:
+            found.append(f"line {node.lineno}: dataclass({', '.join(sorted(keywords))})")
+        if name in ("isinstance", "issubclass") and isinstance(node.args[-1], ast.BinOp):
+            found.append(f"line {node.lineno}: {name}(x, A | B)")
+    return found
+
+
+def test_device_tree_has_no_3_10_only_calls() -> None:
+    """The device minimum is 3.9 (MIN_PYTHON): each of these once stopped the runtime there."""
+    for name, path in runtime_files().items():
+        if name.endswith(".py"):
+            assert not _newer_than_3_9(ast.parse(path.read_text())), name
+
+
+def test_the_3_10_only_calls_are_recognised() -> None:
+    source = (
+        "@dataclass(frozen=True, slots=True)\nclass A: ...\n"
+        "zip(a, b, strict=True)\nisinstance(v, bytes | bytearray)\n"
+    )
+    assert len(_newer_than_3_9(ast.parse(source))) == 3
+
+
 @pytest.fixture(scope="session")
 def cffi_only_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with cffi and nothing else (pip install from the registry)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import json
 import os
@@ -29,7 +30,7 @@ from edgeboost.runtime.targets import (
     target_mismatch,
 )
 
-from .conftest import SHIPPED_MODEL, need
+from .conftest import REPO, SHIPPED_MODEL, need
 from .zoo import train
 
 NAME, VERSION = "com.example.Sensors", "1.2.3"
@@ -282,9 +283,26 @@ def test_install_refuses_a_zip_python3_cannot_load(packaged: Path, tmp_path: Pat
     assert result.stderr == f"{target_mismatch(other)}\n"
 
 
-def test_min_python_is_the_one_pyproject_declares() -> None:
+def test_device_and_host_minimum_pythons() -> None:
+    """Two minimums: the device's (MIN_PYTHON, which Install checks: Debian 11's 3.9) and the
+    distribution's (requires-python: the build host's tools, 3.10). The device files are
+    linted as MIN_PYTHON code, and the device never needs a newer Python than the host."""
     declared = importlib.metadata.metadata("edgeboost")["Requires-Python"]
-    assert declared == ">=" + ".".join(map(str, MIN_PYTHON))
+    assert declared == ">=3.10"
+    assert MIN_PYTHON == (3, 9)
+    need(sys.version_info >= (3, 11), "tomllib (Python 3.11) to read pyproject.toml")
+    import tomllib
+
+    ruff = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]
+    linted_as = {
+        pattern: version
+        for pattern, version in ruff["per-file-target-version"].items()
+        if version == "py" + "".join(map(str, MIN_PYTHON))
+    }
+    for path in runtime_files().values():
+        if path.suffix == ".py":
+            name = path.resolve().relative_to(REPO).as_posix()
+            assert any(fnmatch.fnmatch(name, p) for p in linted_as), f"{name} is not linted as 3.9"
 
 
 def test_install_checks_python_first_in_both_recipes(packaged: Path) -> None:
