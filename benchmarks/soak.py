@@ -131,7 +131,9 @@ def soak_section(soak: dict[str, Any] | None) -> list[str]:
         return [*out, f"Not measured: {soak['error']}", ""]
     rss, rt = soak["rss"], soak["round_trip_ms"]
     out.append(
-        f"Protocol: the serving setup above; {soak['concurrency']} client threads in a closed "
+        "Protocol: three processes as on a device: the local broker, the inference component "
+        "run from its unpacked Greengrass zip (`edgeboost serve`, built-in transport) and a "
+        f"consumer with the awsiotsdk client; {soak['concurrency']} client threads in a closed "
         f"loop for {soak['seconds']:.0f} s, one named-feature record per request. Lost: no "
         "reply within 10 s; duplicate: a second reply with the same id. The server's RSS "
         f"sampled every second; growth and slope over the run after {rss['settled_from_s']:.0f} s "
