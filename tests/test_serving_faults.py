@@ -98,12 +98,10 @@ def broker(start_ipc: Callable[..., IpcProcess]) -> IpcProcess:
     return start_ipc()
 
 
-TRANSPORTS = ("builtin", "awsiotsdk")
-
-
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(params=["builtin", pytest.param("awsiotsdk", marks=pytest.mark.slow)])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Every serving test runs with both IPC clients: the built-in one and AWS's."""
+    """Every serving test runs with both IPC clients: the built-in one (the default) and AWS's
+    (the reference: in CI, not in the everyday `-m "not slow"` loop)."""
     return str(request.param)
 
 
