@@ -14,7 +14,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
     from typing import Any
 
-    from edgeboost.runtime.transport import Transport
 
 __all__ = ["main"]
 
@@ -170,7 +169,22 @@ def _parser() -> argparse.ArgumentParser:
         bench.set_defaults(handler=_bench)
 
     serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
-    serve.add_argument("bundle", type=Path)
+    serve.add_argument(
+        "bundle", type=Path, nargs="?", help="bundle folder (or use --model-component)"
+    )
+    model = serve.add_argument_group("model component (instead of BUNDLE)")
+    model.add_argument(
+        "--model-component",
+        metavar="NAME",
+        help="load the bundle named by this Greengrass component's Bundle configuration, and "
+        "swap in each new version without a restart (built-in transport)",
+    )
+    model.add_argument(
+        "--model-path",
+        type=Path,
+        metavar="DIR",
+        help="that component's {NAME:artifacts:decompressedPath}",
+    )
     _add_server_options(serve)
     serve.set_defaults(handler=_serve)
     return parser
@@ -230,14 +244,15 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def server_config(args: argparse.Namespace) -> Any:
+    from edgeboost.runtime.component import substitute_thing_name as thing
     from edgeboost.runtime.protocol import Limits
     from edgeboost.runtime.server import ServerConfig
 
     return ServerConfig(
-        request_topic=args.request_topic,
-        response_topic=args.response_topic,
-        legacy_request_topic=args.legacy_request_topic or None,
-        legacy_response_topic=args.legacy_response_topic,
+        request_topic=thing(args.request_topic),
+        response_topic=thing(args.response_topic),
+        legacy_request_topic=thing(args.legacy_request_topic) or None,
+        legacy_response_topic=thing(args.legacy_response_topic),
         limits=Limits(
             max_payload_bytes=args.max_payload_bytes,
             max_rows=args.max_rows,
@@ -342,18 +357,35 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    model = Model.load(args.bundle, target=args.target)
-    transport: Transport
+    if (args.bundle is None) == (args.model_component is None):
+        raise SystemExit("edgeboost serve: error: give a BUNDLE or --model-component, not both")
+    component = None
+    if args.model_component is not None:
+        from edgeboost.runtime.component import ModelComponent, fetch_configuration
+
+        if args.transport != "builtin" or args.model_path is None:
+            raise SystemExit(
+                "edgeboost serve: error: --model-component needs --model-path and the "
+                "built-in transport"
+            )
+        component = ModelComponent(args.model_component, args.model_path, target=args.target)
+        model = component.load(fetch_configuration(args.model_component, ["Bundle"]))
+    else:
+        model = Model.load(args.bundle, target=args.target)
     if args.transport == "awsiotsdk":
         from edgeboost.runtime.greengrass import GreengrassTransport
 
-        transport = GreengrassTransport()
+        server = InferenceServer(model, GreengrassTransport(), server_config(args))
+        status = server.run(stop)
     else:
+        from edgeboost.runtime.component import ComponentLife
         from edgeboost.runtime.ipc_transport import BuiltinTransport
 
-        transport = BuiltinTransport()
-    server = InferenceServer(model, transport, server_config(args))
-    status = server.run(stop)
+        builtin = BuiltinTransport()
+        server = InferenceServer(model, builtin, server_config(args))
+        # A deployed component follows its model component and its configuration.
+        life = ComponentLife(server, builtin, component) if component is not None else None
+        status = server.run(stop, on_serving=life.start if life is not None else None)
     # Exit now, whatever a stuck thread is doing: the Nucleus SIGKILLs 5 s after SIGTERM, and
     # interpreter shutdown would wait on the IPC client's native threads.
     logging.shutdown()

@@ -78,6 +78,11 @@ class Inbox:
                 self._changed.wait(remaining)
             return self._overloaded.popleft() if self._overloaded else self._work.popleft()
 
+    def resize(self, work_size: int, overload_size: int) -> None:
+        """New bounds; entries already queued stay (a smaller bound applies to new arrivals)."""
+        with self._changed:
+            self._work_size, self._overload_size = work_size, overload_size
+
     def sizes(self) -> tuple[int, int]:
         """(waiting for a worker, waiting for an overloaded reply)."""
         with self._changed:

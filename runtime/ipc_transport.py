@@ -55,6 +55,8 @@ class BuiltinTransport:
         self._lock = threading.Lock()
         self._connection: IpcConnection | None = None
         self._subscriptions: list[int] = []
+        # Configuration subscriptions: (request, event callback), renewed on every connection.
+        self._watches: list[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = []
         self._topics: list[str] = []
         self._deliver: Callable[[Message], None] = lambda message: None
         self._on_fatal: Callable[[Exception], None] = lambda error: None
@@ -118,19 +120,27 @@ class BuiltinTransport:
         return self._call("GetConfiguration", request)
 
     def subscribe_to_configuration_update(
-        self, key_path: Sequence[str], on_update: Callable[[dict[str, Any]], None]
+        self,
+        key_path: Sequence[str],
+        on_update: Callable[[dict[str, Any]], None],
+        *,
+        component: str | None = None,
     ) -> Future[dict[str, Any]]:
         """Call ``on_update`` (on this transport's thread) with each ``configurationUpdateEvent``
-        below ``key_path``, for as long as this connection lives."""
+        below ``key_path`` of ``component`` (None: this one), for as long as this connection
+        lives."""
 
         def event(document: dict[str, Any]) -> None:
             update = document.get("configurationUpdateEvent")
             if isinstance(update, dict):
                 on_update(update)
 
-        return self._call(
-            "SubscribeToConfigurationUpdate", {"keyPath": list(key_path)}, on_event=event
-        )
+        request: dict[str, Any] = {"keyPath": list(key_path)}
+        if component is not None:
+            request["componentName"] = component
+        with self._lock:
+            self._watches.append((request, event))  # subscribed again after a reconnect
+        return self._call("SubscribeToConfigurationUpdate", request, on_event=event)
 
     def _call(
         self,
@@ -205,6 +215,14 @@ class BuiltinTransport:
         )
         try:
             streams = [self._subscribe(connection, topic) for topic in self._topics]
+            with self._lock:
+                watches = list(self._watches)
+            for request, event in watches:
+                self._await(
+                    connection,
+                    connection.call("SubscribeToConfigurationUpdate", request, on_event=event)[1],
+                    "SubscribeToConfigurationUpdate",
+                )
         except BaseException:
             connection.close()
             raise
@@ -230,12 +248,7 @@ class BuiltinTransport:
             on_event=self._on_event,
             on_closed=self._on_subscription_closed,
         )
-        deadline = time.monotonic() + self._call_timeout_s + _PUMP_S
-        while not response.done():
-            if time.monotonic() > deadline:
-                raise IpcError(f"no answer to SubscribeToTopic {topic!r}")
-            connection.pump(_PUMP_S)  # this thread is the reader: read until the answer
-        error = response.exception()
+        error = self._await(connection, response, f"SubscribeToTopic {topic!r}")
         if isinstance(error, IpcRefusedError):
             raise IpcRefusedError(
                 error.error,
@@ -246,6 +259,15 @@ class BuiltinTransport:
         if error is not None:
             raise IpcError(f"SubscribeToTopic {topic!r} failed: {error}")
         return stream_id
+
+    def _await(self, connection: IpcConnection, answer: Future[Any], what: str) -> Any:
+        """Read (this thread is the reader) until ``answer`` is done; its exception or None."""
+        deadline = time.monotonic() + self._call_timeout_s + _PUMP_S
+        while not answer.done():
+            if time.monotonic() > deadline:
+                raise IpcError(f"no answer to {what}")
+            connection.pump(_PUMP_S)
+        return answer.exception()
 
     def _serve(self, connection: IpcConnection) -> None:
         try:

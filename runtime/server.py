@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from . import protocol
@@ -38,6 +38,7 @@ from .transport import Message
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .transport import Transport
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_POLL_S = 0.25  # how often the run loop looks for scheduled work and the stats clock
 
 EXIT_OK = 0
 EXIT_IPC_REFUSED = 2  # a subscription or the connection was refused: fix the recipe
@@ -168,6 +170,7 @@ class InferenceServer:
         self._stopped = threading.Event()
         self._stop: threading.Event | None = None
         self._fatal: Exception | None = None
+        self._scheduled: deque[Callable[[], None]] = deque()  # appends are thread-safe
 
     @property
     def topics(self) -> list[str]:
@@ -186,8 +189,10 @@ class InferenceServer:
             )
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> int:
-        """Serve until ``stop`` is set; return an exit status (EXIT_*)."""
+    def run(self, stop: threading.Event, on_serving: Callable[[], None] | None = None) -> int:
+        """Serve until ``stop`` is set; return an exit status (EXIT_*). ``on_serving`` runs once
+        subscribed (it may ``schedule`` work); this thread then runs what is scheduled and logs
+        the stats line."""
         self._stop = stop
         self._start_threads()
         try:
@@ -204,9 +209,53 @@ class InferenceServer:
                 ", ".join(self.topics),
                 self.config.response_topic,
             )
-        while not stop.wait(self.config.stats_interval_s):
-            self._log_stats()
+            if on_serving is not None:
+                self._run_safely(on_serving)
+        next_stats = time.monotonic() + self.config.stats_interval_s
+        while not stop.wait(_POLL_S):
+            while self._scheduled:
+                self._run_safely(self._scheduled.popleft())
+            if time.monotonic() >= next_stats:
+                self._log_stats()
+                next_stats = time.monotonic() + self.config.stats_interval_s
         return self.shutdown(time.monotonic() + self.config.shutdown_timeout_s)
+
+    def schedule(self, task: Callable[[], None]) -> None:
+        """Run ``task`` on the thread that runs ``run`` (within a quarter of a second): work
+        that must not run on the transport's network thread, such as an IPC call."""
+        self._scheduled.append(task)
+
+    def swap_model(self, model: Model) -> None:
+        """Serve ``model`` from the next request on; requests being answered finish with the
+        model they started with."""
+        previous, self.model = self.model, model
+        _log.info(
+            "now serving %s (sha256 %s), was %s (sha256 %s)",
+            model.name,
+            model.sha256[:12],
+            previous.name,
+            previous.sha256[:12],
+        )
+
+    def apply_settings(self, config: ServerConfig) -> None:
+        """New limits and queue sizes, from the next request on (topics need a restart)."""
+        self._inbox.resize(config.queue_size, config.overload_queue_size)
+        self.config = config
+        _log.info(
+            "settings: max payload %d bytes, max rows %d, max reply %d bytes, queue %d, "
+            "overload queue %d",
+            config.limits.max_payload_bytes,
+            config.limits.max_rows,
+            config.limits.max_reply_bytes,
+            config.queue_size,
+            config.overload_queue_size,
+        )
+
+    def _run_safely(self, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except Exception:  # a failed update must not stop the serving
+            _log.exception("a scheduled task failed")
 
     def shutdown(self, deadline: float) -> int:
         """Stop receiving, answer what can be answered before ``deadline``, stop the workers."""
@@ -268,8 +317,11 @@ class InferenceServer:
         )
 
     def answer(self, message: Message) -> tuple[str, bytes]:
-        """(topic, payload) of the reply to one message. Never raises for bad input."""
-        config = self.config
+        """(topic, payload) of the reply to one message. Never raises for bad input.
+
+        The model and the configuration are read once, so a swap between two requests never
+        mixes them: a reply names the model that computed it."""
+        config, model = self.config, self.model
         legacy_topic = message.topic == config.legacy_request_topic
         try:
             request = protocol.decode_request(
@@ -277,16 +329,18 @@ class InferenceServer:
             )
         except RequestError as exc:
             self.stats.count(f"error:{exc.code}")
-            return self._error(message.topic, exc.request_id, exc.code, exc.message)
+            return self._error(message.topic, exc.request_id, exc.code, exc.message, model=model)
         try:
             topic = self._reply_topic(request)
-            predictions = self.model.predict(request.instances, margin=request.margin)
+            predictions = model.predict(request.instances, margin=request.margin)
         except Exception as exc:
             code, text = protocol.error_for(exc)
             if code == "internal":
                 _log.exception("internal error answering request %r", request.id)
             self.stats.count(f"error:{code}")
-            return self._error(message.topic, request.id, code, text, legacy=request.legacy)
+            return self._error(
+                message.topic, request.id, code, text, legacy=request.legacy, model=model
+            )
         latency_ms = (time.monotonic() - message.received) * 1000
         if request.legacy:
             topic, payload = config.legacy_response_topic, protocol.encode_legacy_reply(predictions)
@@ -294,8 +348,8 @@ class InferenceServer:
             payload = protocol.encode_reply(
                 request,
                 predictions,
-                name=self.model.name,
-                sha256=self.model.sha256,
+                name=model.name,
+                sha256=model.sha256,
                 latency_ms=latency_ms,
             )
         limit = config.limits.max_reply_bytes
@@ -305,7 +359,9 @@ class InferenceServer:
                 f"the reply is {len(payload)} bytes; the limit is {limit} "
                 f"(--max-reply-bytes): send fewer than {len(request.instances)} instances"
             )
-            return self._error(message.topic, request.id, "too_large", text, legacy=request.legacy)
+            return self._error(
+                message.topic, request.id, "too_large", text, legacy=request.legacy, model=model
+            )
         self.stats.answered(latency_ms, len(request.instances))
         return topic, payload
 
@@ -330,13 +386,15 @@ class InferenceServer:
         text: str,
         *,
         legacy: bool | None = None,
+        model: Model | None = None,
     ) -> tuple[str, bytes]:
         if legacy is None:
             legacy = request_topic == self.config.legacy_request_topic
         if legacy:
             return self.config.legacy_response_topic, protocol.encode_legacy_error(code, text)
+        model = model or self.model
         payload = protocol.encode_error(
-            request_id, code, text, name=self.model.name, sha256=self.model.sha256
+            request_id, code, text, name=model.name, sha256=model.sha256
         )
         return self.config.response_topic, payload
 

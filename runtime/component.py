@@ -1,0 +1,197 @@
+"""The inference component's life on a Greengrass device: its model component, its live
+configuration and its reported state, through the built-in IPC transport.
+
+The model lives in a component of its own (``edgeboost package``): artifacts only, one zip per
+platform unpacked into ``{artifacts:decompressedPath}/bundle-<content hash>/``, and a default
+configuration that names them::
+
+    Bundle: {ModelName, ModelSha256, Version, Folders: {<target triple>: "bundle-<hash>"}}
+
+A new model is a new version of that component. The Nucleus unpacks it beside the old one and
+gives the component its new default configuration, which this side hears about through
+SubscribeToConfigurationUpdate: it loads the new bundle (every check of ``Model.load``, and the
+model hash the configuration names), and swaps it in between two requests. A bundle that fails
+is refused with a log line and a count, and the previous model keeps serving. Folders named by
+content hash mean an unarchiver that skips same-size files can never mix two models.
+
+Its own configuration (the recipe's limits and queue sizes) is applied live the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .exceptions import BundleError, IpcError
+from .model import Model
+from .targets import host_target
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .ipc_transport import BuiltinTransport
+    from .server import InferenceServer
+
+__all__ = ["ComponentLife", "ModelComponent", "fetch_configuration", "substitute_thing_name"]
+
+_log = logging.getLogger(__name__)
+_CALL_TIMEOUT_S = 5.0
+THING_NAME_ENV = "AWS_IOT_THING_NAME"  # set by the Nucleus for every component
+
+# The recipe's configuration keys (recipes/inference.yaml) that apply without a restart.
+_LIVE_LIMITS = {
+    "MaxPayloadBytes": "max_payload_bytes",
+    "MaxRows": "max_rows",
+    "MaxReplyBytes": "max_reply_bytes",
+}
+_LIVE_QUEUES = {"QueueSize": "queue_size", "OverloadQueueSize": "overload_queue_size"}
+
+
+def substitute_thing_name(topic: str) -> str:
+    """``{iot:thingName}`` in a topic becomes this device's thing name (as in recipes)."""
+    if "{iot:thingName}" not in topic:
+        return topic
+    thing = os.environ.get(THING_NAME_ENV)
+    if not thing:
+        raise IpcError(f"topic {topic!r} uses {{iot:thingName}} but {THING_NAME_ENV} is not set")
+    return topic.replace("{iot:thingName}", thing)
+
+
+def fetch_configuration(component: str | None, key_path: list[str]) -> Any:
+    """One GetConfiguration on a connection of its own, before the server starts: the value
+    at ``key_path`` of ``component`` (None: this component)."""
+    import time
+
+    from .ipc_connection import IpcConnection
+    from .transport import component_identity
+
+    socket_path, token = component_identity(None, None)
+    connection = IpcConnection.open(socket_path, token, call_timeout_s=_CALL_TIMEOUT_S)
+    try:
+        request: dict[str, Any] = {"keyPath": key_path}
+        if component is not None:
+            request["componentName"] = component
+        _, answer = connection.call("GetConfiguration", request)
+        deadline = time.monotonic() + _CALL_TIMEOUT_S + 1
+        while not answer.done() and time.monotonic() < deadline:
+            connection.pump(0.05)
+        value = answer.result(0).get("value")
+    finally:
+        connection.close()
+    return value.get(key_path[-1]) if key_path and isinstance(value, dict) else value
+
+
+class ModelComponent:
+    """Where the model component's bundle for this machine is, and loading it."""
+
+    def __init__(self, name: str, model_path: str | Path, *, target: str | None = None) -> None:
+        self.name = name
+        # {NAME:artifacts:decompressedPath}: .../artifacts-unarchived/NAME/VERSION at start.
+        self.versions = Path(model_path).parent
+        self.target = target or host_target()
+
+    def locate(self, bundle: Any) -> tuple[Path, str]:
+        """(bundle folder, expected model sha256) from the component's ``Bundle`` configuration."""
+        folders = bundle.get("Folders") if isinstance(bundle, dict) else None
+        if not isinstance(folders, dict) or self.target not in folders:
+            raise BundleError(
+                f"{self.name}: configuration Bundle has no Folders entry for target "
+                f"{self.target}: {bundle!r}"
+            )
+        folder, version, sha256 = (
+            folders[self.target],
+            bundle.get("Version"),
+            bundle.get("ModelSha256"),
+        )
+        if not all(isinstance(v, str) and v and "/" not in v for v in (folder, version)):
+            raise BundleError(
+                f"{self.name}: configuration Bundle names no valid folder: {bundle!r}"
+            )
+        return self.versions / version / folder, str(sha256)
+
+    def load(self, bundle: Any) -> Model:
+        path, sha256 = self.locate(bundle)
+        model = Model.load(path, target=self.target)
+        if model.sha256 != sha256:
+            raise BundleError(
+                f"{path}: holds model {model.sha256[:12]}, the component's configuration "
+                f"names {sha256[:12]}"
+            )
+        return model
+
+
+class ComponentLife:
+    """Wires a running server to its component: model updates, live limits, UpdateState."""
+
+    def __init__(
+        self,
+        server: InferenceServer,
+        transport: BuiltinTransport,
+        model_component: ModelComponent | None = None,
+    ) -> None:
+        self._server, self._transport, self._model = server, transport, model_component
+
+    def start(self) -> None:
+        """Subscribe to the configurations and report RUNNING; runs on the server's main
+        thread once it is subscribed (IPC calls must not run on the transport's thread)."""
+        schedule = self._server.schedule
+        if self._model is not None:
+            self._transport.subscribe_to_configuration_update(
+                ["Bundle"], lambda _: schedule(self._reload_model), component=self._model.name
+            ).result(_CALL_TIMEOUT_S)
+        self._transport.subscribe_to_configuration_update(
+            [], lambda _: schedule(self._apply_settings)
+        ).result(_CALL_TIMEOUT_S)
+        self._report("RUNNING")
+
+    def _reload_model(self) -> None:
+        assert self._model is not None
+        bundle = self._get(["Bundle"], component=self._model.name).get("Bundle")
+        current = self._server.model
+        try:
+            path, _ = self._model.locate(bundle)
+            if path == current.path:
+                return  # another key changed, or the same version again
+            model = self._model.load(bundle)
+        except BundleError as exc:
+            self._server.stats.count("model_refused")
+            _log.error("refused the new model; still serving %s: %s", current.sha256[:12], exc)
+            return
+        self._server.swap_model(model)
+        self._server.stats.count("model_swaps")
+
+    def _apply_settings(self) -> None:
+        values = self._get([])
+        config = self._server.config
+        limits = {
+            field: values[key]
+            for key, field in _LIVE_LIMITS.items()
+            if isinstance(values.get(key), int) and values[key] > 0
+        }
+        queues = {
+            field: values[key]
+            for key, field in _LIVE_QUEUES.items()
+            if isinstance(values.get(key), int) and values[key] > 0
+        }
+        updated = _replace(config, limits=_replace(config.limits, **limits), **queues)
+        if updated != config:
+            self._server.apply_settings(updated)
+
+    def _get(self, key_path: list[str], *, component: str | None = None) -> dict[str, Any]:
+        answer = self._transport.get_configuration(key_path, component=component)
+        value = answer.result(_CALL_TIMEOUT_S).get("value")
+        return value if isinstance(value, dict) else {}
+
+    def _report(self, state: str) -> None:
+        try:
+            self._transport.update_state(state).result(_CALL_TIMEOUT_S)
+        except Exception as exc:  # nucleus lite refuses it for services it did not start
+            _log.debug("UpdateState %s not accepted: %s", state, exc)
+
+
+def _replace(record: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(record, **changes) if changes else record

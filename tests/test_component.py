@@ -1,0 +1,200 @@
+"""The component's life: a new model component version swapped in between requests (or refused,
+the old model serving on), live limits, and topics with the thing name."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgeboost.runtime import Model
+from edgeboost.runtime.component import ComponentLife, ModelComponent, substitute_thing_name
+from edgeboost.runtime.exceptions import BundleError, IpcError
+from edgeboost.runtime.integrity import CHECKSUMS_NAME
+from edgeboost.runtime.targets import host_target
+
+from .conftest import NAMES
+from .test_server import ROW, MemoryTransport, make_server
+
+MODEL = "com.example.Sensors.Model"
+
+
+def deploy(bundle: Path, root: Path, version: str) -> dict[str, Any]:
+    """Unpack ``bundle`` as the Nucleus would a model component version; its Bundle config."""
+    folder = "bundle-" + hashlib.sha256((bundle / CHECKSUMS_NAME).read_bytes()).hexdigest()[:16]
+    shutil.copytree(bundle, root / MODEL / version / folder)
+    return {
+        "ModelName": "sensors",
+        "ModelSha256": Model.load(bundle).sha256,
+        "Version": version,
+        "Folders": {host_target(): folder},
+    }
+
+
+@pytest.fixture(scope="module")
+def other_bundle(tmp_path_factory: pytest.TempPathFactory, compile_once: Any) -> Path:
+    """A second model with the same features and different predictions."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(500, 4)).astype(np.float32)
+    booster = xgb.train(
+        {"max_depth": 3, "seed": 1, "nthread": 1},
+        xgb.DMatrix(x, label=x[:, 1] * 3, feature_names=NAMES),
+        10,
+    )
+    path = tmp_path_factory.mktemp("other") / "sensors-b.json"
+    booster.save_model(path)
+    return compile_once(path, "sensors-b")
+
+
+class ConfigTransport(MemoryTransport):
+    """MemoryTransport plus the configuration calls ComponentLife makes."""
+
+    def __init__(self, configurations: dict[str | None, dict[str, Any]]) -> None:
+        super().__init__()
+        self.configurations = configurations
+        self.watchers: dict[str | None, Any] = {}
+        self.states: list[str] = []
+
+    def get_configuration(self, key_path: list[str], *, component: str | None = None) -> Future:
+        value = self.configurations[component]
+        for key in key_path:
+            value = {key: value[key]}
+        return _done({"componentName": component or "self", "value": value})
+
+    def subscribe_to_configuration_update(
+        self, key_path: list[str], on_update: Any, *, component: str | None = None
+    ) -> Future:
+        self.watchers[component] = on_update
+        return _done({})
+
+    def update_state(self, state: str) -> Future:
+        self.states.append(state)
+        return _done({})
+
+    def change(self, component: str | None, **values: Any) -> None:
+        self.configurations[component].update(values)
+        self.watchers[component]({"componentName": component, "keyPath": list(values)})
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def serve(
+    model: Model, transport: ConfigTransport, component: ModelComponent
+) -> tuple[Any, threading.Event, threading.Thread]:
+    server, _ = make_server(model)
+    server.transport = server.outbox._transport = transport
+    life = ComponentLife(server, transport, component)  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop, life.start), daemon=True)
+    thread.start()
+    return server, stop, thread
+
+
+def wait(condition: Any, timeout: float = 5.0) -> None:
+    event = threading.Event()
+    deadline = threading.Timer(timeout, event.set)
+    deadline.start()
+    while not condition():
+        if event.wait(0.01):
+            raise AssertionError("timed out")
+    deadline.cancel()
+
+
+def test_a_new_model_version_is_swapped_in_and_a_bad_one_refused(
+    named_bundle: tuple[Path, object], other_bundle: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "artifacts-unarchived"
+    first = deploy(named_bundle[0], root, "1.0.0")
+    second = deploy(other_bundle, root, "2.0.0")
+    component = ModelComponent(MODEL, root / MODEL / "1.0.0")
+    transport = ConfigTransport({MODEL: {"Bundle": first}, None: {"QueueSize": 64}})
+    server, stop, thread = serve(component.load(first), transport, component)
+    try:
+        wait(lambda: transport.states == ["RUNNING"])
+        a = server.model.predict([ROW])
+        transport.change(MODEL, Bundle=second)
+        wait(lambda: server.model.sha256 == second["ModelSha256"])
+        assert server.model.predict([ROW]) != a
+        assert server.stats.counts["model_swaps"] == 1
+        # A configuration naming a folder that fails verification: refused, B keeps serving.
+        broken = dict(second, Version="3.0.0")
+        shutil.copytree(other_bundle, root / MODEL / "3.0.0" / second["Folders"][host_target()])
+        library = next((root / MODEL / "3.0.0").rglob("libmodel.so"))
+        data = bytearray(library.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one byte changed: the hash check refuses it
+        library.write_bytes(bytes(data))
+        transport.change(MODEL, Bundle=broken)
+        wait(lambda: server.stats.counts["model_refused"] == 1)
+        assert server.model.sha256 == second["ModelSha256"]
+        # The same version again (another key changed): nothing happens.
+        transport.change(MODEL, Bundle=second)
+        transport.change(MODEL, Bundle=second)
+        assert server.stats.counts["model_swaps"] == 1
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_live_limits_and_queue_sizes(named_bundle: tuple[Path, object], tmp_path: Path) -> None:
+    root = tmp_path / "artifacts-unarchived"
+    first = deploy(named_bundle[0], root, "1.0.0")
+    component = ModelComponent(MODEL, root / MODEL / "1.0.0")
+    transport = ConfigTransport({MODEL: {"Bundle": first}, None: {"QueueSize": 64}})
+    server, stop, thread = serve(component.load(first), transport, component)
+    try:
+        wait(lambda: transport.states == ["RUNNING"])
+        transport.change(None, MaxRows=2, QueueSize=7, MaxPayloadBytes="x", MaxReplyBytes=-1)
+        wait(lambda: server.config.limits.max_rows == 2)
+        assert server.config.queue_size == 7 and server._inbox._work_size == 7
+        # Values of the wrong type or out of range are ignored, not applied.
+        assert server.config.limits.max_payload_bytes == 256 * 1024
+        assert server.config.limits.max_reply_bytes == 12 * 1024 * 1024
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("bundle", "problem"),
+    [
+        ({"Version": "1.0.0", "ModelSha256": "x", "Folders": {}}, "no Folders entry for"),
+        ({"Version": "../1", "ModelSha256": "x", "Folders": {host_target(): "b"}}, "no valid"),
+        ("not a mapping", "no Folders entry for"),
+    ],
+)
+def test_a_malformed_bundle_configuration_is_a_bundle_error(
+    bundle: Any, problem: str, tmp_path: Path
+) -> None:
+    with pytest.raises(BundleError, match=problem):
+        ModelComponent(MODEL, tmp_path / MODEL / "1.0.0").locate(bundle)
+
+
+def test_a_configuration_naming_another_model_is_refused(
+    named_bundle: tuple[Path, object], tmp_path: Path
+) -> None:
+    root = tmp_path / "artifacts-unarchived"
+    first = deploy(named_bundle[0], root, "1.0.0")
+    with pytest.raises(BundleError, match="the component's configuration names"):
+        ModelComponent(MODEL, root / MODEL / "1.0.0").load(dict(first, ModelSha256="0" * 64))
+
+
+def test_topics_take_the_thing_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_IOT_THING_NAME", "gateway-7")
+    assert (
+        substitute_thing_name("edgeboost/{iot:thingName}/request") == "edgeboost/gateway-7/request"
+    )
+    assert substitute_thing_name("plain/topic") == "plain/topic"
+    monkeypatch.delenv("AWS_IOT_THING_NAME")
+    with pytest.raises(IpcError, match="AWS_IOT_THING_NAME is not set"):
+        substitute_thing_name("edgeboost/{iot:thingName}/request")
