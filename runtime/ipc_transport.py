@@ -218,11 +218,10 @@ class BuiltinTransport:
             with self._lock:
                 watches = list(self._watches)
             for request, event in watches:
-                self._await(
-                    connection,
-                    connection.call("SubscribeToConfigurationUpdate", request, on_event=event)[1],
-                    "SubscribeToConfigurationUpdate",
-                )
+                answer = connection.call("SubscribeToConfigurationUpdate", request, on_event=event)
+                error = self._await(connection, answer[1], "SubscribeToConfigurationUpdate")
+                if error is not None:  # serving goes on; only live updates are missed
+                    _log.warning("configuration updates of %s not renewed: %s", request, error)
         except BaseException:
             connection.close()
             raise
