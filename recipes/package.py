@@ -228,7 +228,8 @@ def _package_model(
     component = Component(name, version, recipe_path, zips)
     if not gdk:
         return component
-    project = _write_gdk(output, component, _gdk_build_command(bundle, options, "model"))
+    command = _gdk_build_command(bundle, options, "model")
+    project = _write_gdk(output, component, options, command)
     return dataclasses.replace(component, gdk_project=project)
 
 
@@ -271,7 +272,8 @@ def _package_runtime(
     component = Component(name, version, recipe_path, zips)
     if not gdk:
         return component
-    project = _write_gdk(output, component, _gdk_build_command(bundle, options, "runtime"))
+    command = _gdk_build_command(bundle, options, "runtime")
+    project = _write_gdk(output, component, options, command)
     return dataclasses.replace(component, gdk_project=project)
 
 
@@ -322,7 +324,9 @@ GDK_RECIPE = "recipe.yaml"
 GDK_BUILD = "greengrass-build"
 
 
-def _write_gdk(output: Path, component: Component, build_command: list[str]) -> Path:
+def _write_gdk(
+    output: Path, component: Component, options: ComponentOptions, build_command: list[str]
+) -> Path:
     """The project files around ``component``'s greengrass-build: recipe.yaml (the same as
     the built one) and gdk-config.json, whose version and build are edgeboost's and whose
     publish settings (bucket, region) are kept once set."""
@@ -334,7 +338,7 @@ def _write_gdk(output: Path, component: Component, build_command: list[str]) -> 
     config["component"] = {
         component.name: {
             **old,
-            "author": old.get("author", "edgeboost"),
+            "author": old.get("author", options.publisher),
             "version": component.version,
             "build": {"build_system": "custom", "custom_build_command": build_command},
             "publish": old.get(
