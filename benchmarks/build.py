@@ -141,4 +141,7 @@ def _zip_bytes(bundle: Path, out: Path, triple: str) -> int:
     package = package_bundle(
         bundle, out, ComponentOptions(name="com.example.Bench", version="1.0.0")
     )
-    return package.zips[triple].stat().st_size
+    assert package.runtime is not None and package.model is not None
+    # What a device downloads on its first deployment: the runtime zip and the model zip.
+    zips = (package.runtime.zips[triple], package.model.zips[triple])
+    return sum(path.stat().st_size for path in zips)

@@ -184,7 +184,7 @@ def _size(plt: Any, results: dict[str, Any]) -> Any:
     xs = list(range(len(names)))
     for offset, values, label, colour in (
         (-0.2, library, "libmodel.so (stripped)", "tab:green"),
-        (0.2, zipped, "Greengrass zip (runtime + bundle)", "tab:blue"),
+        (0.2, zipped, "Greengrass zips (runtime + model)", "tab:blue"),
     ):
         bars = axis.bar([x + offset for x in xs], values, width=0.4, label=label, color=colour)
         axis.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7)

@@ -484,7 +484,8 @@ def _size_section(results: dict[str, Any]) -> list[str]:
         "compiler-seconds (the sum over translation units) from the manifest's `build_seconds`. "
         "Library as linked "
         "(with `-s`: stripped). Bundle: manifest, SHA256SUMS and that one library. Zip: the "
-        "per-platform Greengrass artifact from `edgeboost package` (runtime included)."
+        "per-platform Greengrass artifacts from `edgeboost package`, runtime zip + model zip "
+        "(a new model alone: the model zip)."
     )
     out.append("")
     rows = []

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -142,8 +141,9 @@ def _stop(process: subprocess.Popen[Any]) -> int:
 
 
 def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
-    """Package the bundle as `edgeboost package` does; unzip this platform's zip as a device."""
-    from edgeboost.recipes import ComponentOptions, package_bundle
+    """Package the bundle as `edgeboost package` does; unzip this platform's runtime and model
+    zips into one folder (the model in ``bundle/``)."""
+    from edgeboost.recipes import ComponentOptions, package_bundle, unpack_on_this_machine
     from edgeboost.runtime.targets import host_target
 
     package = package_bundle(
@@ -152,11 +152,10 @@ def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
         ComponentOptions(name=_NAME, version=_VERSION),
         consumer_requests=_REQUESTS,
     )
-    assert package.consumer_recipe is not None
+    assert package.consumer_recipe is not None and package.runtime is not None
     device = work / "device"
-    with zipfile.ZipFile(package.zips[host_target()]) as archive:
-        archive.extractall(device)
-    return package.recipe, package.consumer_recipe, device
+    unpack_on_this_machine(package, device, host_target())
+    return package.runtime.recipe, package.consumer_recipe, device
 
 
 @dataclass

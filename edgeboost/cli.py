@@ -103,11 +103,37 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--target", help="load the library of this target (default: this machine)")
     pred.set_defaults(handler=_predict)
 
-    pack = commands.add_parser("package", help="package a bundle as a Greengrass component")
+    pack = commands.add_parser(
+        "package",
+        help="package a bundle as Greengrass components: the model (NAME.Model) and the "
+        "inference server (NAME)",
+    )
     pack.add_argument("bundle", type=Path)
     pack.add_argument("-o", "--output", required=True, type=Path, help="e.g. greengrass-build")
     pack.add_argument("--name", required=True, help="component name, e.g. com.example.WineQuality")
     pack.add_argument("--version", required=True, help="component version, e.g. 1.0.0")
+    pack.add_argument("--model-version", help="the model component's version (default: --version)")
+    parts = pack.add_mutually_exclusive_group()
+    parts.add_argument(
+        "--model-only",
+        action="store_const",
+        const="model",
+        dest="only",
+        help="only the model component (a new model for the same runtime)",
+    )
+    parts.add_argument(
+        "--runtime-only",
+        action="store_const",
+        const="runtime",
+        dest="only",
+        help="only the inference component (a new runtime for the same model)",
+    )
+    pack.add_argument(
+        "--gdk",
+        action="store_true",
+        help="write each component as a GDK CLI project, OUTPUT/<component name>/, for "
+        "`gdk component build` and `gdk component publish`",
+    )
     pack.add_argument("--publisher", default="edgeboost")
     pack.add_argument("--description")
     pack.add_argument("--request-topic", default="edgeboost/inference/request")
@@ -310,14 +336,17 @@ def _package(args: argparse.Namespace) -> int:
         legacy_request_topic=args.legacy_request_topic,
         legacy_response_topic=args.legacy_response_topic,
         artifact_uri_prefix=args.artifact_uri_prefix,
+        model_version=args.model_version,
     )
     package = package_bundle(
-        args.bundle, args.output, options, consumer_requests=args.consumer_requests
+        args.bundle,
+        args.output,
+        options,
+        consumer_requests=args.consumer_requests,
+        only=args.only,
+        gdk=args.gdk,
     )
-    print(package.recipe)
-    if package.consumer_recipe is not None:
-        print(package.consumer_recipe)
-    for path in package.zips.values():
+    for path in package.files():
         print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0
 

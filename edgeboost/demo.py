@@ -1,10 +1,12 @@
 """``edgeboost demo``: the whole Greengrass system on one machine, no AWS account needed.
 
-1. package the bundle as the Greengrass components would be deployed (inference + consumer);
+1. package the bundle as the Greengrass components would be deployed (model, inference and
+   consumer);
 2. start an IPC server with the access control of both recipes: the local broker (the
    default), or Greengrass nucleus lite (AWS's C Nucleus, built from its source tarball; root);
-3. start the inference component from its unpacked zip, as Greengrass runs it
-   (``python3 -m edgeboost serve``, with the IPC socket and its token in its environment);
+3. start the inference component from its unpacked zips (the runtime's and the model's),
+   with ``python3 -m edgeboost serve BUNDLE`` and the IPC socket and its token in its
+   environment (on a device, Greengrass finds the model through the model component);
 4. run the example consumer component: new-style requests, then one old Lambda-style request;
 5. stop the server with SIGTERM, as Greengrass does, and check it exits 0.
 """
@@ -21,13 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgeboost.broker import Broker, ComponentPolicy, greengrass_lite, load_recipe_policy
 from edgeboost.broker.greengrass_lite import GreengrassLite, LiteBuild
-from edgeboost.recipes import ComponentOptions, package_bundle
+from edgeboost.recipes import ComponentOptions, package_bundle, unpack_on_this_machine
 from edgeboost.runtime.exceptions import EdgeboostError
 from edgeboost.runtime.targets import host_target
 
@@ -63,13 +64,17 @@ def run_demo(
         package = package_bundle(
             bundle, work / "greengrass-build", options, consumer_requests=requests
         )
+        runtime, model = package.runtime, package.model
+        assert runtime is not None and model is not None
         assert package.consumer_recipe is not None and package.consumer_artifacts is not None
-        say(f"packaged {package.recipe.name} and {package.consumer_recipe.name}")
+        say(
+            f"packaged {model.recipe.name}, {runtime.recipe.name} and "
+            f"{package.consumer_recipe.name}"
+        )
         device = work / "device"
-        with zipfile.ZipFile(package.zips[host_target()]) as archive:
-            archive.extractall(device)
+        unpack_on_this_machine(package, device, host_target())
 
-        server_policy = load_recipe_policy(package.recipe)
+        server_policy = load_recipe_policy(runtime.recipe)
         consumer_policy = load_recipe_policy(package.consumer_recipe)
         policies = [server_policy, consumer_policy]
         command = [sys.executable, "-u", "-m", "edgeboost", "serve", "bundle"]

@@ -1,5 +1,19 @@
 """Greengrass recipe templates and the packaging that fills them (build host side)."""
 
-from .package import MAX_RECIPE_BYTES, ComponentOptions, Package, package_bundle
+from .package import (
+    MAX_RECIPE_BYTES,
+    Component,
+    ComponentOptions,
+    Package,
+    package_bundle,
+    unpack_on_this_machine,
+)
 
-__all__ = ["MAX_RECIPE_BYTES", "ComponentOptions", "Package", "package_bundle"]
+__all__ = [
+    "MAX_RECIPE_BYTES",
+    "Component",
+    "ComponentOptions",
+    "Package",
+    "package_bundle",
+    "unpack_on_this_machine",
+]

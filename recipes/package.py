@@ -1,25 +1,34 @@
-"""Package a bundle as a Greengrass component: one zip per platform and one recipe.
+"""Package a bundle as two Greengrass components: the model, and the runtime that serves it.
 
 Output layout (what ``greengrass-cli deployment create --recipeDir ... --artifactDir ...``
 takes; for a cloud deployment, upload the zips and pass --artifact-uri-prefix)::
 
     greengrass-build/
-      recipes/NAME-VERSION.yaml
-      artifacts/NAME/VERSION/edgeboost-<target>.zip
+      recipes/NAME-VERSION.yaml                      inference (runtime) component
+      recipes/NAME.Model-MODEL_VERSION.yaml          model component
+      artifacts/NAME/VERSION/edgeboost-runtime-<target>.zip
+      artifacts/NAME.Model/MODEL_VERSION/bundle-<hex>.zip   one per target
 
-Each zip holds the device runtime (``edgeboost/``: runtime, ABI header, CLI) and ``bundle/``
-with the manifest and that platform's library only: no compiler, no xgboost, no numpy. Zips
-are reproducible: same inputs, same bytes (fixed timestamps and order).
+A runtime zip holds the device runtime (``edgeboost/``: runtime, ABI header, CLI) and no model;
+a model zip holds one platform's bundle (manifest, SHA256SUMS, that platform's library) and is
+named after the sha256 of that SHA256SUMS, so the folder Greengrass unpacks it into names its
+content. No compiler, no xgboost, no numpy in either. A new model is a new model component
+version only; a new runtime, a new runtime component version only. Zips are reproducible:
+same inputs, same bytes (fixed timestamps and order).
+
+With ``gdk=True`` each component is written as a GDK CLI project instead (see ``_write_gdk``).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
+import json
 import re
 import shutil
+import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -32,7 +41,14 @@ from edgeboost.runtime.manifest import MANIFEST_NAME, Manifest
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import MIN_PYTHON, TARGETS, host_target
 
-__all__ = ["MAX_RECIPE_BYTES", "ComponentOptions", "Package", "package_bundle"]
+__all__ = [
+    "MAX_RECIPE_BYTES",
+    "Component",
+    "ComponentOptions",
+    "Package",
+    "package_bundle",
+    "unpack_on_this_machine",
+]
 
 # Greengrass refuses recipes larger than this.
 MAX_RECIPE_BYTES = 16_000
@@ -55,12 +71,24 @@ class ComponentOptions:
     legacy_response_topic: str = "local/result"
     # Where the zips will live for a cloud deployment; greengrass-cli ignores the prefix.
     artifact_uri_prefix: str = "s3://REPLACE-WITH-YOUR-BUCKET"
+    # The model component's version; None: the same as ``version``.
+    model_version: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.name}.Model"
+
+    @property
+    def model_component_version(self) -> str:
+        return self.model_version or self.version
 
     def validate(self) -> None:
-        if not _NAME.match(self.name):
-            raise ToolchainError(f"component name {self.name!r} must match {_NAME.pattern}")
-        if not _VERSION.match(self.version):
-            raise ToolchainError(f"component version {self.version!r} is not semantic (1.0.0)")
+        for name in (self.name, self.model_name):
+            if not _NAME.match(name):
+                raise ToolchainError(f"component name {name!r} must match {_NAME.pattern}")
+        for version in (self.version, self.model_component_version):
+            if not _VERSION.match(version):
+                raise ToolchainError(f"component version {version!r} is not semantic (1.0.0)")
         for label in (
             "request_topic",
             "response_topic",
@@ -73,11 +101,43 @@ class ComponentOptions:
 
 
 @dataclass(frozen=True)
-class Package:
+class Component:
+    """One component written: its recipe and its zips (target triple -> zip)."""
+
+    name: str
+    version: str
     recipe: Path
-    zips: dict[str, Path]
+    zips: dict[str, Path] = field(default_factory=dict)
+    gdk_project: Path | None = None  # with gdk=True: its recipe.yaml and gdk-config.json
+
+    def files(self) -> list[Path]:
+        project = [] if self.gdk_project is None else [self.gdk_project / GDK_RECIPE]
+        project += [] if self.gdk_project is None else [self.gdk_project / GDK_CONFIG]
+        return [*project, self.recipe, *self.zips.values()]
+
+
+@dataclass(frozen=True)
+class Package:
+    """What ``package_bundle`` wrote: ``runtime`` (the inference component NAME) and ``model``
+    (NAME.Model), each None when not asked for; the example consumer when asked for."""
+
+    runtime: Component | None
+    model: Component | None
     consumer_recipe: Path | None = None
     consumer_artifacts: Path | None = None
+
+    def files(self) -> list[Path]:
+        """Every recipe and artifact written, in a stable order."""
+        paths: list[Path] = []
+        for component in (self.model, self.runtime):
+            if component is not None:
+                paths += component.files()
+        if self.consumer_recipe is not None and self.consumer_artifacts is not None:
+            paths += [self.consumer_recipe, *sorted(self.consumer_artifacts.iterdir())]
+        return paths
+
+
+PARTS = ("model", "runtime")
 
 
 def package_bundle(
@@ -86,40 +146,228 @@ def package_bundle(
     options: ComponentOptions,
     *,
     consumer_requests: str | Path | None = None,
+    only: str | None = None,
+    gdk: bool = False,
 ) -> Package:
-    """Write the recipe and one zip per target of ``bundle`` under ``output``; with
-    ``consumer_requests`` (a JSON list of records), also the example consumer component
-    ``<name>.Consumer`` that sends them."""
+    """Write the model component and the inference component of ``bundle`` under ``output``
+    (``only="model"`` or ``"runtime"``: that one alone); with ``consumer_requests`` (a JSON
+    list of records), also the example consumer component ``<name>.Consumer`` that sends
+    them. ``gdk``: one GDK CLI project per component, in ``output/<component name>/``."""
     options.validate()
+    if only is not None and only not in PARTS:
+        raise ToolchainError(f"only={only!r}: one of {PARTS}")
+    if consumer_requests is not None and (only == "model" or gdk):
+        raise ToolchainError(
+            "the example consumer goes with the inference component, and not as a GDK project"
+        )
     bundle, output = Path(bundle), Path(output)
     manifest = _verified_manifest(bundle)
-    artifacts = output / "artifacts" / options.name / options.version
-    artifacts.mkdir(parents=True, exist_ok=True)
-    zips = {}
-    manifests = []
-    for triple in manifest.targets:
-        folder = f"edgeboost-{triple}"
-        zips[triple] = _write_zip(artifacts / f"{folder}.zip", bundle, manifest, triple)
-        manifests.append(_platform_manifest(options, triple, folder))
-    recipe_path = output / "recipes" / f"{options.name}-{options.version}.yaml"
-    recipe_path.parent.mkdir(parents=True, exist_ok=True)
-    text = _recipe_text(options, manifest, manifests)
-    if len(text.encode()) > MAX_RECIPE_BYTES:
-        raise ToolchainError(
-            f"recipe is {len(text.encode())} bytes; Greengrass allows {MAX_RECIPE_BYTES}"
-        )
-    recipe_path.write_text(text)
+    model = runtime = None
+    if only in (None, "model"):
+        model = _package_model(bundle, manifest, output, options, gdk)
+    if only in (None, "runtime"):
+        runtime = _package_runtime(bundle, manifest, output, options, gdk)
     if consumer_requests is None:
-        return Package(recipe_path, zips)
+        return Package(runtime, model)
     consumer_recipe, consumer_artifacts = _package_consumer(
         output, options, Path(consumer_requests)
     )
-    return Package(recipe_path, zips, consumer_recipe, consumer_artifacts)
+    return Package(runtime, model, consumer_recipe, consumer_artifacts)
+
+
+def unpack_on_this_machine(package: Package, device: str | Path, triple: str) -> Path:
+    """Both components' zips for ``triple`` unpacked into one folder, for running the server
+    here without a Nucleus: the runtime into ``device`` (put it on PYTHONPATH), the model into
+    ``device/bundle``, which is returned (``edgeboost serve device/bundle``)."""
+    assert package.runtime is not None and package.model is not None
+    device = Path(device)
+    with zipfile.ZipFile(package.runtime.zips[triple]) as archive:
+        archive.extractall(device)
+    with zipfile.ZipFile(package.model.zips[triple]) as archive:
+        archive.extractall(device / "bundle")
+    return device / "bundle"
+
+
+def _package_model(
+    bundle: Path, manifest: Manifest, output: Path, options: ComponentOptions, gdk: bool
+) -> Component:
+    name, version = options.model_name, options.model_component_version
+    recipe_path, artifacts = _layout(output, name, version, gdk)
+    # A folder reused for the same version keeps no zip of another model: every file in it
+    # is uploaded (GDK) or deployed (greengrass-cli --artifactDir).
+    for stale in artifacts.glob("bundle-*.zip"):
+        stale.unlink()
+    zips, folders, manifests = {}, {}, []
+    for triple in manifest.targets:
+        entries = _bundle_entries(bundle, manifest, triple)
+        folder = f"bundle-{_sha256(dict(entries)[CHECKSUMS_NAME])[:16]}"
+        zips[triple] = _write_zip(artifacts / f"{folder}.zip", entries)
+        folders[triple] = folder
+        manifests.append(
+            _platform_manifest("model-manifest.yaml", options, name, version, triple, folder)
+        )
+    values = {
+        "name": name,
+        "version": version,
+        "publisher": options.publisher,
+        "description": (
+            f"{manifest.model.name} ({manifest.objective}, {manifest.num_tree} trees, model "
+            f"sha256 {manifest.model.sha256[:12]}) compiled by edgeboost, served by {options.name}"
+        ),
+    }
+    recipe = _fill(_template("model.yaml"), values)
+    # Filled after parsing like every value, so no folder name can change the YAML.
+    recipe["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"] = {
+        "Folders": folders,
+        "ModelName": manifest.model.name,
+        "ModelSha256": manifest.model.sha256,
+        "Version": version,
+    }
+    recipe["Manifests"] = manifests
+    _write_recipe(recipe_path, recipe)
+    component = Component(name, version, recipe_path, zips)
+    if not gdk:
+        return component
+    command = _gdk_build_command(bundle, options, "model")
+    project = _write_gdk(output, component, options, command)
+    return dataclasses.replace(component, gdk_project=project)
+
+
+def _package_runtime(
+    bundle: Path, manifest: Manifest, output: Path, options: ComponentOptions, gdk: bool
+) -> Component:
+    name, version = options.name, options.version
+    recipe_path, artifacts = _layout(output, name, version, gdk)
+    files = [(archived, source.read_bytes()) for archived, source in runtime_files().items()]
+    zips, manifests = {}, []
+    # One zip per platform, though their bytes are the same today: each platform's manifest
+    # names its own, so a native part can join the runtime without changing the recipe.
+    for triple in manifest.targets:
+        folder = f"edgeboost-runtime-{triple}"
+        zips[triple] = _write_zip(artifacts / f"{folder}.zip", files)
+        manifests.append(
+            _platform_manifest("manifest.yaml", options, name, version, triple, folder)
+        )
+    model_major = int(options.model_component_version.split(".")[0])
+    values = {
+        "name": name,
+        "version": version,
+        "publisher": options.publisher,
+        "description": options.description
+        or f"edgeboost inference server for the model of {options.model_name}",
+        "model": options.model_name,
+        # The model component's major version is its contract with this runtime: any model
+        # of that major (a new model, the same bundle format) deploys without a new runtime;
+        # a model of the next major needs a runtime that asks for it, or the deployment fails
+        # when it is resolved, before any device downloads anything.
+        "model_requirement": f">={model_major}.0.0 <{model_major + 1}.0.0",
+        "request_topic": options.request_topic,
+        "response_topic": options.response_topic,
+        "legacy_request_topic": options.legacy_request_topic,
+        "legacy_response_topic": options.legacy_response_topic,
+    }
+    recipe = _fill(_template("inference.yaml"), values)
+    recipe["Manifests"] = manifests
+    _write_recipe(recipe_path, recipe)
+    component = Component(name, version, recipe_path, zips)
+    if not gdk:
+        return component
+    command = _gdk_build_command(bundle, options, "runtime")
+    project = _write_gdk(output, component, options, command)
+    return dataclasses.replace(component, gdk_project=project)
+
+
+def _layout(output: Path, name: str, version: str, gdk: bool) -> tuple[Path, Path]:
+    """Where a component's recipe and artifacts go: greengrass-cli's layout, or a GDK
+    project's (``output/<name>/greengrass-build/``, its recipe named like the project's)."""
+    if gdk:
+        build = output / name / GDK_BUILD
+        recipe = build / "recipes" / GDK_RECIPE
+    else:
+        build = output
+        recipe = build / "recipes" / f"{name}-{version}.yaml"
+    artifacts = build / "artifacts" / name / version
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return recipe, artifacts
+
+
+def _write_recipe(path: Path, recipe: Any) -> None:
+    import yaml
+
+    text = _HEADER + yaml.dump(recipe, Dumper=_recipe_dumper(), sort_keys=False, width=100)
+    if len(text.encode()) > MAX_RECIPE_BYTES:
+        raise ToolchainError(
+            f"{path.name}: the recipe is {len(text.encode())} bytes; Greengrass allows "
+            f"{MAX_RECIPE_BYTES}"
+        )
+    path.write_text(text)
+
+
+# The GDK CLI (aws-greengrass-gdk-cli), as read in its source:
+# - gdk/common/config/GDKProject.py: one component per project (the first key of
+#   gdk-config.json's "component"); the project's recipe is ./recipe.yaml (or .json, never
+#   both); the build folder is ./greengrass-build, its artifacts
+#   greengrass-build/artifacts/<name>/<version from gdk-config.json>/.
+# - gdk/commands/component/BuildCommand.py: `gdk component build` empties greengrass-build,
+#   makes recipes/ and that artifacts folder, and with build_system "custom" runs
+#   custom_build_command as is (a list, no shell) in the project folder: nothing else.
+# - gdk/commands/component/PublishCommand.py and transformer/PublishRecipeTransformer.py:
+#   `gdk component publish` uploads every file of that artifacts folder to
+#   s3://<bucket>/<name>/<version>/, reads greengrass-build/recipes/<the project recipe's file
+#   name>, sets ComponentVersion and points each s3:// Uri whose file name is in the artifacts
+#   folder at the upload; it changes nothing else (not the configuration). A version of
+#   NEXT_PATCH is resolved only there, after the build: Bundle.Version and the runtime's
+#   dependency need it before, so edgeboost always writes the version itself.
+GDK_CONFIG = "gdk-config.json"
+GDK_RECIPE = "recipe.yaml"
+GDK_BUILD = "greengrass-build"
+
+
+def _write_gdk(
+    output: Path, component: Component, options: ComponentOptions, build_command: list[str]
+) -> Path:
+    """The project files around ``component``'s greengrass-build: recipe.yaml (the same as
+    the built one) and gdk-config.json, whose version and build are edgeboost's and whose
+    publish settings (bucket, region) are kept once set."""
+    project = output / component.name
+    shutil.copyfile(component.recipe, project / GDK_RECIPE)
+    path = project / GDK_CONFIG
+    config: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    old = config.get("component", {}).get(component.name, {})
+    config["component"] = {
+        component.name: {
+            **old,
+            "author": old.get("author", options.publisher),
+            "version": component.version,
+            "build": {"build_system": "custom", "custom_build_command": build_command},
+            "publish": old.get(
+                "publish", {"bucket": "REPLACE-WITH-YOUR-BUCKET", "region": "REPLACE-WITH-REGION"}
+            ),
+        }
+    }
+    config.setdefault("gdk_version", "1.0.0")
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return project
+
+
+def _gdk_build_command(bundle: Path, options: ComponentOptions, part: str) -> list[str]:
+    """The `edgeboost package` that writes this component again, run by `gdk component build`
+    in the project folder (hence ``-o ..``)."""
+    command = [sys.executable, "-m", "edgeboost", "package", str(bundle.resolve())]
+    command += ["-o", "..", "--gdk", f"--{part}-only"]
+    command += ["--name", options.name, "--version", options.version]
+    command += ["--model-version", options.model_component_version]
+    command += ["--publisher", options.publisher]
+    if options.description is not None:
+        command += ["--description", options.description]
+    for topic in ("request", "response", "legacy_request", "legacy_response"):
+        command += [f"--{topic.replace('_', '-')}-topic", getattr(options, f"{topic}_topic")]
+    command += ["--artifact-uri-prefix", options.artifact_uri_prefix]
+    return command
 
 
 def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -> tuple[Path, Path]:
-    import yaml
-
     name = f"{options.name}.Consumer"
     artifacts = output / "artifacts" / name / options.version
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -145,9 +393,7 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
     }
     recipe = _fill(_template("consumer.yaml"), values)
     path = output / "recipes" / f"{name}-{options.version}.yaml"
-    path.write_text(
-        _HEADER + yaml.dump(recipe, Dumper=_recipe_dumper(), sort_keys=False, width=100)
-    )
+    _write_recipe(path, recipe)
     return path, artifacts
 
 
@@ -167,18 +413,19 @@ def _verified_manifest(bundle: Path) -> Manifest:
     return manifest
 
 
-def _write_zip(path: Path, bundle: Path, manifest: Manifest, triple: str) -> Path:
+def _bundle_entries(bundle: Path, manifest: Manifest, triple: str) -> list[tuple[str, bytes]]:
+    """One platform's bundle: the manifest, a SHA256SUMS of the two files, the library."""
     library = manifest.targets[triple]
     manifest_bytes = (bundle / MANIFEST_NAME).read_bytes()
     sums = {MANIFEST_NAME: _sha256(manifest_bytes), library.file: library.sha256}
-    entries: list[tuple[str, bytes]] = [
-        (name, source.read_bytes()) for name, source in runtime_files().items()
+    return [
+        (MANIFEST_NAME, manifest_bytes),
+        (CHECKSUMS_NAME, format_checksums(sums).encode()),
+        (library.file, (bundle / library.file).read_bytes()),
     ]
-    entries += [
-        (f"bundle/{MANIFEST_NAME}", manifest_bytes),
-        (f"bundle/{CHECKSUMS_NAME}", format_checksums(sums).encode()),
-        (f"bundle/{library.file}", (bundle / library.file).read_bytes()),
-    ]
+
+
+def _write_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     # Greengrass unpacks into a folder named after the zip; entries live at the top level.
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in sorted(entries):
@@ -220,17 +467,20 @@ def _python_values() -> dict[str, str]:
     }
 
 
-def _platform_manifest(options: ComponentOptions, triple: str, folder: str) -> Any:
+def _platform_manifest(
+    template: str, options: ComponentOptions, name: str, version: str, triple: str, folder: str
+) -> Any:
     target = TARGETS[triple]
-    uri = f"{options.artifact_uri_prefix.rstrip('/')}/{options.name}/{options.version}/{folder}.zip"
+    uri = f"{options.artifact_uri_prefix.rstrip('/')}/{name}/{version}/{folder}.zip"
     values = {
         "architecture": target.greengrass_architecture,
         "triple": triple,
         "folder": folder,
+        "model": options.model_name,
         "artifact_uri": uri,
         **_python_values(),
     }
-    return _fill(_template("manifest.yaml"), values)
+    return _fill(_template(template), values)
 
 
 def _recipe_dumper() -> Any:
@@ -245,25 +495,3 @@ def _recipe_dumper() -> Any:
 
     RecipeDumper.add_representer(str, text)
     return RecipeDumper
-
-
-def _recipe_text(options: ComponentOptions, manifest: Manifest, manifests: list[Any]) -> str:
-    import yaml
-
-    description = options.description or (
-        f"{manifest.model.name} ({manifest.objective}, {manifest.num_tree} trees, "
-        f"model sha256 {manifest.model.sha256[:12]}) served by edgeboost"
-    )
-    values = {
-        "name": options.name,
-        "version": options.version,
-        "publisher": options.publisher,
-        "description": description,
-        "request_topic": options.request_topic,
-        "response_topic": options.response_topic,
-        "legacy_request_topic": options.legacy_request_topic,
-        "legacy_response_topic": options.legacy_response_topic,
-    }
-    recipe = _fill(_template("inference.yaml"), values)
-    recipe["Manifests"] = copy.deepcopy(manifests)
-    return _HEADER + yaml.dump(recipe, Dumper=_recipe_dumper(), sort_keys=False, width=100)

@@ -70,8 +70,8 @@ def greengrass_lite(
 ) -> Iterator[GreengrassLite]:
     """Nucleus lite for the session, declaring edgeboost's components (access control read from
     their recipes) and TEST_COMPONENTS."""
-    assert edgeboost_package.consumer_recipe is not None
-    recipes = (edgeboost_package.recipe, edgeboost_package.consumer_recipe)
+    assert edgeboost_package.consumer_recipe is not None and edgeboost_package.runtime is not None
+    recipes = (edgeboost_package.runtime.recipe, edgeboost_package.consumer_recipe)
     components = [load_recipe_policy(recipe) for recipe in recipes] + list(TEST_COMPONENTS)
     root = tmp_path_factory.mktemp("ggl")
     with GreengrassLite(lite_build.daemons, root, components, shim=lite_build.shim) as lite:

@@ -230,22 +230,26 @@ def test_platform_zip_alone_predicts_on_the_target_python(
     python_root: Callable[[str], Path],
     tmp_path: Path,
 ) -> None:
-    """What Greengrass deploys: unzip into an empty folder, run the CLI on the device's python3."""
+    """What Greengrass deploys: the runtime zip and the model zip unzipped into empty folders,
+    the CLI run from the one on the other, on the device's python3."""
     from edgeboost.recipes import ComponentOptions, package_bundle
 
     root = python_root(triple)
     options = ComponentOptions(name="com.example.WineQuality", version="1.0.0")
     package = package_bundle(wine_case.bundle, tmp_path / "greengrass-build", options)
-    device = tmp_path / "device"
-    with zipfile.ZipFile(package.zips[triple]) as archive:
-        archive.extractall(device)
+    assert package.runtime is not None and package.model is not None
+    runtime, model = tmp_path / "runtime", tmp_path / "model"
+    with zipfile.ZipFile(package.runtime.zips[triple]) as archive:
+        archive.extractall(runtime)
+    with zipfile.ZipFile(package.model.zips[triple]) as archive:
+        archive.extractall(model)
     samples = str(shared_data / "samples.json")
     result = run_python(
         triple,
         root,
-        ["-m", "edgeboost", "predict", "bundle", samples],
-        pythonpath=[device],
-        cwd=device,
+        ["-m", "edgeboost", "predict", str(model), samples],
+        pythonpath=[runtime],
+        cwd=runtime,
     )
     assert result.returncode == 0, f"{triple}:\n{result.stderr}"
     assert json.loads(result.stdout) == OLD_MODEL_EXPECTED, result.stdout

@@ -1,8 +1,10 @@
-"""Greengrass packaging: the recipe's shape, the zips' contents, and that a zip alone predicts."""
+"""Greengrass packaging: the recipes' shape (model component and inference component), the zips'
+contents, and that a runtime zip and a model zip alone predict."""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -30,10 +32,13 @@ from edgeboost.runtime.targets import (
     target_mismatch,
 )
 
+from edgeboost.cli import main
+
 from .conftest import REPO, SHIPPED_MODEL, need
 from .zoo import train
 
 NAME, VERSION = "com.example.Sensors", "1.2.3"
+MODEL = f"{NAME}.Model"
 OPTIONS = ComponentOptions(
     name=NAME,
     version=VERSION,
@@ -120,26 +125,35 @@ def lite_select(architecture: str, manifests: list[Any]) -> Any:
     return None
 
 
+PLATFORMS = [
+    {"os": "linux", "runtime": "*", "architecture": "amd64"},
+    {"os": "linux", "runtime": "*", "architecture": "aarch64"},
+    {"os": "linux", "runtime": "*", "architecture": "arm"},
+]
+
+
 def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
     recipe = _recipe(packaged)
     assert recipe["RecipeFormatVersion"] == "2020-01-25"
     assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (NAME, VERSION)
-    platforms = [m["Platform"] for m in recipe["Manifests"]]
-    assert platforms == [
-        {"os": "linux", "runtime": "*", "architecture": "amd64"},
-        {"os": "linux", "runtime": "*", "architecture": "aarch64"},
-        {"os": "linux", "runtime": "*", "architecture": "arm"},
-    ]
+    assert [m["Platform"] for m in recipe["Manifests"]] == PLATFORMS
+    # SOFT: a new model version must not restart the server; any 1.x model fits this runtime.
+    assert recipe["ComponentDependencies"] == {
+        MODEL: {"VersionRequirement": ">=1.0.0 <2.0.0", "DependencyType": "SOFT"}
+    }
     artifacts = packaged / "artifacts" / NAME / VERSION
     for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
         (artifact,) = manifest["Artifacts"]
-        zip_name = f"edgeboost-{triple}.zip"
+        zip_name = f"edgeboost-runtime-{triple}.zip"
         assert artifact["Uri"].endswith(f"/{NAME}/{VERSION}/{zip_name}")
         assert artifact["Unarchive"] == "ZIP"
         assert (artifacts / zip_name).is_file()
         run = manifest["Lifecycle"]["Run"]["Script"]
-        assert "python3 -u -m edgeboost serve" in run
-        assert f"{{artifacts:decompressedPath}}/edgeboost-{triple}/bundle" in run
+        assert f"PYTHONPATH={{artifacts:decompressedPath}}/edgeboost-runtime-{triple} " in run
+        assert (
+            f"python3 -u -m edgeboost serve --model-component {MODEL} \\\n"
+            f"  --model-path {{{MODEL}:artifacts:decompressedPath}} \\\n"
+        ) in run
         assert "{configuration:/RequestTopic}" in run
         install = manifest["Lifecycle"]["Install"]["Script"]
         assert "import cffi" in install
@@ -224,10 +238,18 @@ def test_each_device_gets_the_zip_its_python3_loads(
         # The same manifest in either order: exactly one matches, so "first match" is moot.
         assert chosen[0] is not None and chosen[0] is chosen[1]
         (artifact,) = chosen[0]["Artifacts"]
-        assert artifact["Uri"].endswith(f"/edgeboost-{device.zip}.zip")
+        assert artifact["Uri"].endswith(f"/edgeboost-runtime-{device.zip}.zip")
         assert f"m('{device.zip}')" in chosen[0]["Lifecycle"]["Install"]["Script"]
     problem = target_mismatch(device.zip, *device.python)
     assert (problem is None) == device.runs, problem
+    # The model component: the same platform, so the same target's bundle, and the folder
+    # its configuration names for that target.
+    model = _recipe(packaged, MODEL)
+    folders = model["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"]["Folders"]
+    chosen = [java_select(java, order) for order in (model["Manifests"], model["Manifests"][::-1])]
+    assert chosen[0] is not None and chosen[0] is chosen[1]
+    (artifact,) = chosen[0]["Artifacts"]
+    assert artifact["Uri"].endswith(f"/{MODEL}/{VERSION}/{folders[device.zip]}.zip")
     consumer = _recipe(packaged, f"{NAME}.Consumer")["Manifests"]
     assert java_select(java, consumer) is lite_select(device.lite, consumer) is consumer[0]
 
@@ -248,14 +270,15 @@ def test_a_zip_python3_cannot_load_is_named_in_one_line(monkeypatch: pytest.Monk
 def _run_install(output: Path, triple: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run the Install script of ``triple``'s manifest as a Nucleus would (sh -c, after
     unpacking the zip), with this interpreter as python3."""
+    folder = f"edgeboost-runtime-{triple}"
     (manifest,) = (
         m
         for m in _recipe(output)["Manifests"]
-        if m["Artifacts"][0]["Uri"].endswith(f"/edgeboost-{triple}.zip")
+        if m["Artifacts"][0]["Uri"].endswith(f"/{folder}.zip")
     )
     artifacts, work, bin_dir = tmp_path / "artifacts", tmp_path / "work", tmp_path / "bin"
-    with zipfile.ZipFile(output / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip") as z:
-        z.extractall(artifacts / f"edgeboost-{triple}")
+    with zipfile.ZipFile(output / "artifacts" / NAME / VERSION / f"{folder}.zip") as z:
+        z.extractall(artifacts / folder)
     work.mkdir()
     bin_dir.mkdir()
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
@@ -368,47 +391,100 @@ def test_access_control_names_exact_topics_only(packaged: Path) -> None:
         assert not any("+" in r or "#" in r for r in resources), "MQTT wildcards are literal here"
 
 
-def test_each_zip_holds_the_runtime_and_only_its_library(packaged: Path) -> None:
-    runtime = set(runtime_files())
+def test_runtime_zips_hold_the_runtime_and_no_model(packaged: Path) -> None:
     for triple in TARGETS:
         with zipfile.ZipFile(
-            packaged / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip"
+            packaged / "artifacts" / NAME / VERSION / f"edgeboost-runtime-{triple}.zip"
         ) as z:
             names = set(z.namelist())
-        bundle_files = {n for n in names if n.startswith("bundle/")}
-        assert bundle_files == {
-            "bundle/manifest.json",
-            "bundle/SHA256SUMS",
-            f"bundle/lib/{triple}/libmodel.so",
-        }
-        assert names - bundle_files == runtime
+        assert names == set(runtime_files())
         assert not any(
             part in n for n in names for part in ("compile/", "broker/", "numpy", "xgboost")
         )
 
 
+def test_model_zips_hold_one_platform_bundle_named_after_its_checksums(
+    all_target_bundle: Path, packaged: Path
+) -> None:
+    """Each model zip: manifest, SHA256SUMS and that platform's library at the top level
+    (Greengrass unpacks it into a folder named after the zip), the zip named after the first
+    16 hex digits of the sha256 of that SHA256SUMS; the configuration lists each folder."""
+    recipe = _recipe(packaged, MODEL)
+    assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (MODEL, VERSION)
+    assert "ComponentDependencies" not in recipe
+    bundle = recipe["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"]
+    assert list(bundle) == ["Folders", "ModelName", "ModelSha256", "Version"]
+    source = json.loads((all_target_bundle / "manifest.json").read_text())["model"]
+    assert (bundle["ModelName"], bundle["ModelSha256"], bundle["Version"]) == (
+        source["name"],
+        source["sha256"],
+        VERSION,
+    )
+    assert [m["Platform"] for m in recipe["Manifests"]] == PLATFORMS
+    artifacts = packaged / "artifacts" / MODEL / VERSION
+    assert sorted(p.name for p in artifacts.iterdir()) == sorted(
+        f"{folder}.zip" for folder in bundle["Folders"].values()
+    )
+    for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
+        folder = bundle["Folders"][triple]
+        # Nothing to run; readable by the inference component's user (see model-manifest.yaml).
+        assert "Lifecycle" not in manifest
+        assert manifest["Artifacts"] == [
+            {
+                "Uri": f"s3://REPLACE-WITH-YOUR-BUCKET/{MODEL}/{VERSION}/{folder}.zip",
+                "Unarchive": "ZIP",
+                "Permission": {"Read": "ALL"},
+            }
+        ]
+        with zipfile.ZipFile(artifacts / f"{folder}.zip") as z:
+            assert sorted(z.namelist()) == [
+                "SHA256SUMS",
+                f"lib/{triple}/libmodel.so",
+                "manifest.json",
+            ]
+            sums = z.read("SHA256SUMS")
+            assert z.read("manifest.json") == (all_target_bundle / "manifest.json").read_bytes()
+            library = z.read(f"lib/{triple}/libmodel.so")
+        assert folder == f"bundle-{hashlib.sha256(sums).hexdigest()[:16]}"
+        assert library == (all_target_bundle / "lib" / triple / "libmodel.so").read_bytes()
+    assert len(set(bundle["Folders"].values())) == len(TARGETS)
+
+
 def test_zips_are_reproducible(all_target_bundle: Path, packaged: Path, tmp_path: Path) -> None:
     package_bundle(all_target_bundle, tmp_path, OPTIONS)
-    for triple in TARGETS:
-        name = Path("artifacts") / NAME / VERSION / f"edgeboost-{triple}.zip"
-        assert (tmp_path / name).read_bytes() == (packaged / name).read_bytes()
-    recipe = Path("recipes") / f"{NAME}-{VERSION}.yaml"
-    assert (tmp_path / recipe).read_text() == (packaged / recipe).read_text()
+    for component in (NAME, MODEL):
+        folder = Path("artifacts") / component / VERSION
+        names = sorted(p.name for p in (packaged / folder).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / folder).iterdir())
+        assert len(names) == len(TARGETS)
+        for name in names:
+            assert (tmp_path / folder / name).read_bytes() == (
+                packaged / folder / name
+            ).read_bytes()
+        recipe = Path("recipes") / f"{component}-{VERSION}.yaml"
+        assert (tmp_path / recipe).read_text() == (packaged / recipe).read_text()
 
 
-def test_host_zip_alone_predicts(all_target_bundle: Path, packaged: Path, tmp_path: Path) -> None:
+def test_host_zips_alone_predict(all_target_bundle: Path, packaged: Path, tmp_path: Path) -> None:
+    """The host's runtime zip and model zip, each unpacked into an empty folder: the CLI of
+    the one predicts with the other."""
     triple = host_target()
-    with zipfile.ZipFile(packaged / "artifacts" / NAME / VERSION / f"edgeboost-{triple}.zip") as z:
-        z.extractall(tmp_path / "unpacked")
+    folders = _recipe(packaged, MODEL)["ComponentConfiguration"]["DefaultConfiguration"]
+    folder = folders["Bundle"]["Folders"][triple]
+    runtime_zip = packaged / "artifacts" / NAME / VERSION / f"edgeboost-runtime-{triple}.zip"
+    with zipfile.ZipFile(runtime_zip) as z:
+        z.extractall(tmp_path / "runtime")
+    with zipfile.ZipFile(packaged / "artifacts" / MODEL / VERSION / f"{folder}.zip") as z:
+        z.extractall(tmp_path / folder)
     rows = [[0.1, -0.2, 0.3, None, 0.5, -0.6], [1, 2, 3, 4, 5, 6]]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path / "unpacked")}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path / "runtime")}
     result = subprocess.run(
-        [sys.executable, "-m", "edgeboost", "predict", "bundle", str(tmp_path / "rows.json")],
+        [sys.executable, "-m", "edgeboost", "predict", str(tmp_path / folder), "rows.json"],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path / "unpacked",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == Model.load(all_target_bundle).predict(rows)
@@ -419,6 +495,8 @@ def test_host_zip_alone_predicts(all_target_bundle: Path, packaged: Path, tmp_pa
     [
         ({"name": "has space"}, "component name"),
         ({"version": "1.0"}, "not semantic"),
+        ({"model_version": "2"}, "not semantic"),
+        ({"name": "x" * 125}, "component name 'x{125}.Model'"),
         ({"request_topic": "sensors/+"}, "exact topics only"),
         ({"response_topic": "sensors/#"}, "exact topics only"),
     ],
@@ -440,3 +518,53 @@ def test_a_tampered_bundle_is_not_packaged(all_target_bundle: Path, tmp_path: Pa
     library.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="armv7-linux-gnueabihf/libmodel.so"):
         package_bundle(copy, tmp_path / "out", OPTIONS)
+
+
+def test_model_only_writes_a_new_model_component_version_and_nothing_else(
+    all_target_bundle: Path, packaged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The common update: `edgeboost package --model-only --model-version` writes the model
+    component alone, prints each file it wrote, and the runtime component already deployed
+    accepts it (same major)."""
+    output = tmp_path / "out"
+    argv = ["package", str(all_target_bundle), "-o", str(output), "--name", NAME]
+    argv += ["--version", VERSION, "--model-only", "--model-version", "1.4.0"]
+    assert main(argv) == 0
+    written = sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
+    recipe = Path("recipes") / f"{MODEL}-1.4.0.yaml"
+    model = yaml.safe_load((output / recipe).read_text())
+    folders = model["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"]["Folders"]
+    zips = [Path("artifacts") / MODEL / "1.4.0" / f"{f}.zip" for f in folders.values()]
+    assert written == sorted([recipe, *zips])
+    printed = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(Path(line).relative_to(output) for line in printed) == written
+    assert model["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"]["Version"] == "1.4.0"
+    # The same bundle: the same folders as the 1.2.3 packaged with the runtime.
+    assert (
+        folders
+        == _recipe(packaged, MODEL)["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"][
+            "Folders"
+        ]
+    )
+    requirement = _recipe(packaged)["ComponentDependencies"][MODEL]["VersionRequirement"]
+    assert requirement == ">=1.0.0 <2.0.0"  # 1.4.0 fits
+
+
+def test_runtime_only_asks_for_the_model_major_it_was_packaged_with(
+    all_target_bundle: Path, tmp_path: Path
+) -> None:
+    options = ComponentOptions(name=NAME, version="1.1.0", model_version="2.0.0")
+    package = package_bundle(all_target_bundle, tmp_path, options, only="runtime")
+    assert package.model is None and package.runtime is not None
+    assert sorted(p.name for p in (tmp_path / "recipes").iterdir()) == [f"{NAME}-1.1.0.yaml"]
+    assert not (tmp_path / "artifacts" / MODEL).exists()
+    recipe = yaml.safe_load(package.runtime.recipe.read_text())
+    assert recipe["ComponentDependencies"][MODEL]["VersionRequirement"] == ">=2.0.0 <3.0.0"
+
+
+def test_a_consumer_without_the_runtime_is_refused(all_target_bundle: Path, tmp_path: Path) -> None:
+    requests = SHIPPED_MODEL.parent / "requests.json"
+    with pytest.raises(ToolchainError, match="the example consumer goes with the inference"):
+        package_bundle(
+            all_target_bundle, tmp_path, OPTIONS, only="model", consumer_requests=requests
+        )

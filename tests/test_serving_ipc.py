@@ -53,9 +53,9 @@ def policies(
         ComponentOptions(name="com.example.Sensors", version="1.0.0"),
         consumer_requests=requests,
     )
-    assert package.consumer_recipe is not None
+    assert package.consumer_recipe is not None and package.runtime is not None
     return {
-        SERVER: load_recipe_policy(package.recipe),
+        SERVER: load_recipe_policy(package.runtime.recipe),
         CONSUMER: load_recipe_policy(package.consumer_recipe),
         STRANGER: ComponentPolicy("com.example.Stranger"),
     }
