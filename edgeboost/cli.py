@@ -209,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model-path",
         type=Path,
         metavar="DIR",
-        help="that component's {NAME:artifacts:decompressedPath}",
+        help="the folder of that component's versions: "
+        "{kernel:rootPath}/packages/artifacts-unarchived/NAME",
     )
     _add_server_options(serve)
     serve.set_defaults(handler=_serve)

@@ -88,8 +88,8 @@ class ModelComponent:
 
     def __init__(self, name: str, model_path: str | Path, *, target: str | None = None) -> None:
         self.name = name
-        # {NAME:artifacts:decompressedPath}: .../artifacts-unarchived/NAME/VERSION at start.
-        self.versions = Path(model_path).parent
+        # {kernel:rootPath}/packages/artifacts-unarchived/NAME: one folder per version in it.
+        self.versions = Path(model_path)
         self.target = target or host_target()
 
     def locate(self, bundle: Any) -> tuple[Path, str]:

@@ -84,10 +84,10 @@ def target_mismatch(
     try:
         host = host_target(machine, pointer_bits)
     except LookupError as exc:
-        return f"edgeboost-{triple}.zip cannot run here: {exc}"
+        return f"edgeboost-runtime-{triple}.zip cannot run here: {exc}"
     if host == triple:
         return None
     return (
-        f"edgeboost-{triple}.zip cannot run here: this python3 loads {host} libraries (the "
+        f"edgeboost-runtime-{triple}.zip cannot run here: this python3 loads {host} libraries (the "
         f"Nucleus picks the zip by its own architecture: run it and python3 with the same bitness)"
     )

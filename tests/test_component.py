@@ -117,7 +117,7 @@ def test_a_new_model_version_is_swapped_in_and_a_bad_one_refused(
     root = tmp_path / "artifacts-unarchived"
     first = deploy(named_bundle[0], root, "1.0.0")
     second = deploy(other_bundle, root, "2.0.0")
-    component = ModelComponent(MODEL, root / MODEL / "1.0.0")
+    component = ModelComponent(MODEL, root / MODEL)
     transport = ConfigTransport({MODEL: {"Bundle": first}, None: {"QueueSize": 64}})
     server, stop, thread = serve(component.load(first), transport, component)
     try:
@@ -149,7 +149,7 @@ def test_a_new_model_version_is_swapped_in_and_a_bad_one_refused(
 def test_live_limits_and_queue_sizes(named_bundle: tuple[Path, object], tmp_path: Path) -> None:
     root = tmp_path / "artifacts-unarchived"
     first = deploy(named_bundle[0], root, "1.0.0")
-    component = ModelComponent(MODEL, root / MODEL / "1.0.0")
+    component = ModelComponent(MODEL, root / MODEL)
     transport = ConfigTransport({MODEL: {"Bundle": first}, None: {"QueueSize": 64}})
     server, stop, thread = serve(component.load(first), transport, component)
     try:
@@ -177,7 +177,7 @@ def test_a_malformed_bundle_configuration_is_a_bundle_error(
     bundle: Any, problem: str, tmp_path: Path
 ) -> None:
     with pytest.raises(BundleError, match=problem):
-        ModelComponent(MODEL, tmp_path / MODEL / "1.0.0").locate(bundle)
+        ModelComponent(MODEL, tmp_path / MODEL).locate(bundle)
 
 
 def test_a_configuration_naming_another_model_is_refused(
@@ -186,7 +186,7 @@ def test_a_configuration_naming_another_model_is_refused(
     root = tmp_path / "artifacts-unarchived"
     first = deploy(named_bundle[0], root, "1.0.0")
     with pytest.raises(BundleError, match="the component's configuration names"):
-        ModelComponent(MODEL, root / MODEL / "1.0.0").load(dict(first, ModelSha256="0" * 64))
+        ModelComponent(MODEL, root / MODEL).load(dict(first, ModelSha256="0" * 64))
 
 
 def test_topics_take_the_thing_name(monkeypatch: pytest.MonkeyPatch) -> None:

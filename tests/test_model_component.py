@@ -198,26 +198,29 @@ def test_folders_named_after_their_content_never_mix(
 def test_the_run_command_finds_the_bundle_the_nucleus_unpacked(
     same_size_bundles: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The inference component's Run names {NAME.Model:artifacts:decompressedPath}, which the
-    Java Nucleus fills in because NAME.Model is a direct dependency; the server's rule,
-    <--model-path>/../<Bundle.Version>/<Bundle.Folders[target]>, then lands on the folder the
-    model zip was unpacked into."""
+    """The inference component's Run names the model component's folder of versions,
+    {kernel:rootPath}/packages/artifacts-unarchived/NAME.Model, with no version in it; the
+    server's rule, <--model-path>/<Bundle.Version>/<Bundle.Folders[target]>, lands on the
+    folder the model zip was unpacked into. A Run that named the version would change with
+    every model and make the Java Nucleus restart the server."""
     root, triple = tmp_path / "greengrass", host_target()
-    options = ComponentOptions(name=NAME, version="1.0.0", model_version="1.3.0")
-    package = package_bundle(same_size_bundles[0], tmp_path / "out", options)
-    assert package.runtime is not None and package.model is not None
-    unpacked = nucleus_deploy(root, MODEL, "1.3.0", package.model.zips[triple])
-    recipe = yaml.safe_load(package.runtime.recipe.read_text())
-    (run,) = (
-        m["Lifecycle"]["Run"]["Script"]
-        for m in recipe["Manifests"]
-        if m["Artifacts"][0]["Uri"].endswith(f"edgeboost-runtime-{triple}.zip")
-    )
-    filled = java_interpolate(run, recipe, root, {MODEL: "1.3.0"})
-    (model_path,) = re.findall(r"--model-path (\S+)", filled)
-    config = _bundle_config(package)
-    found = Path(model_path) / ".." / config["Version"] / config["Folders"][triple]
-    assert found.resolve() == unpacked.resolve()
-    assert Model.load(found).predict(ROWS) == Model.load(same_size_bundles[0]).predict(ROWS)
-    # Without the dependency the variable stays unfilled: the dependency is what makes it work.
-    assert "{" + MODEL in java_interpolate(run, {}, root, {MODEL: "1.3.0"})
+    runs = []
+    for version in ("1.3.0", "1.4.0"):
+        options = ComponentOptions(name=NAME, version="1.0.0", model_version=version)
+        package = package_bundle(same_size_bundles[0], tmp_path / version, options)
+        assert package.runtime is not None and package.model is not None
+        unpacked = nucleus_deploy(root, MODEL, version, package.model.zips[triple])
+        recipe = yaml.safe_load(package.runtime.recipe.read_text())
+        (run,) = (
+            m["Lifecycle"]["Run"]["Script"]
+            for m in recipe["Manifests"]
+            if m["Artifacts"][0]["Uri"].endswith(f"edgeboost-runtime-{triple}.zip")
+        )
+        runs.append(run)
+        filled = run.replace("{kernel:rootPath}", str(root))
+        (model_path,) = re.findall(r"--model-path (\S+)", filled)
+        config = _bundle_config(package)
+        found = Path(model_path) / config["Version"] / config["Folders"][triple]
+        assert found.resolve() == unpacked.resolve()
+        assert Model.load(found).predict(ROWS) == Model.load(same_size_bundles[0]).predict(ROWS)
+    assert runs[0] == runs[1]  # a new model version leaves the server's Run as it was

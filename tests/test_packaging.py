@@ -152,7 +152,7 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
         assert f"PYTHONPATH={{artifacts:decompressedPath}}/edgeboost-runtime-{triple} " in run
         assert (
             f"python3 -u -m edgeboost serve --model-component {MODEL} \\\n"
-            f"  --model-path {{{MODEL}:artifacts:decompressedPath}} \\\n"
+            f"  --model-path {{kernel:rootPath}}/packages/artifacts-unarchived/{MODEL} \\\n"
         ) in run
         assert "{configuration:/RequestTopic}" in run
         install = manifest["Lifecycle"]["Install"]["Script"]
@@ -257,13 +257,14 @@ def test_each_device_gets_the_zip_its_python3_loads(
 def test_a_zip_python3_cannot_load_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TARGET_ENV_VAR, raising=False)
     assert target_mismatch(ARMV7, "armv6l", 32) == (
-        f"edgeboost-{ARMV7}.zip cannot run here: no edgeboost target for machine 'armv6l' "
+        f"edgeboost-runtime-{ARMV7}.zip cannot run here: no edgeboost target for machine 'armv6l' "
         f"(32-bit); known targets: {sorted(TARGETS)}"
     )
     message = target_mismatch("aarch64-linux-gnu", "aarch64", 32)
     assert message is not None and "\n" not in message
     assert message.startswith(
-        f"edgeboost-aarch64-linux-gnu.zip cannot run here: this python3 loads {ARMV7} libraries"
+        "edgeboost-runtime-aarch64-linux-gnu.zip cannot run here: "
+        f"this python3 loads {ARMV7} libraries"
     )
 
 
@@ -428,7 +429,9 @@ def test_model_zips_hold_one_platform_bundle_named_after_its_checksums(
     for manifest, triple in zip(recipe["Manifests"], TARGETS, strict=True):
         folder = bundle["Folders"][triple]
         # Nothing to run; readable by the inference component's user (see model-manifest.yaml).
-        assert "Lifecycle" not in manifest
+        # A lifecycle that runs nothing of ours: nucleus lite fetches only such manifests.
+        assert lite_select(manifest["Platform"]["architecture"], [manifest]) is manifest
+        assert manifest["Lifecycle"] == {"Install": {"Script": 'echo "model bundle unpacked"'}}
         assert manifest["Artifacts"] == [
             {
                 "Uri": f"s3://REPLACE-WITH-YOUR-BUCKET/{MODEL}/{VERSION}/{folder}.zip",
