@@ -57,7 +57,7 @@ broker`` issues new ones at each start unless given ``--recipe FILE:TOKEN``.
 
 from edgeboost.broker.policy import AccessPolicy, ComponentPolicy, PolicyError
 from edgeboost.broker.pubsub import SubscriptionInfo
-from edgeboost.broker.recipe import RecipeError, load_recipe_policy
+from edgeboost.broker.recipe import RecipeComponent, RecipeError, load_recipe, load_recipe_policy
 from edgeboost.broker.server import SOCKET_ENV, TOKEN_ENV, Broker, BrokerError
 from edgeboost.broker.socketfile import SocketPathError
 
@@ -69,8 +69,10 @@ __all__ = [
     "BrokerError",
     "ComponentPolicy",
     "PolicyError",
+    "RecipeComponent",
     "RecipeError",
     "SocketPathError",
     "SubscriptionInfo",
+    "load_recipe",
     "load_recipe_policy",
 ]

@@ -146,7 +146,14 @@ def test_serves_prints_the_environment_and_stops_cleanly(
 
 @pytest.mark.parametrize(
     ("recipe_text", "reason"),
-    [("{oops", "not valid JSON"), ('{"ComponentVersion": "1"}', "no ComponentName")],
+    [
+        ("{oops", "not valid JSON"),
+        ('{"ComponentVersion": "1"}', "no ComponentName"),
+        (
+            '{"ComponentName": "A", "ComponentConfiguration": {"DefaultConfiguration": [1]}}',
+            "DefaultConfiguration must be a mapping",
+        ),
+    ],
 )
 def test_bad_recipe_exits_2_with_a_message(workdir: Path, recipe_text: str, reason: str) -> None:
     recipe = workdir / "bad.json"
