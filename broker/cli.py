@@ -1,8 +1,9 @@
 """``edgeboost broker`` (and ``python -m edgeboost.broker``): run the local IPC broker.
 
-Each ``--recipe FILE[:TOKEN]`` adds a component with the access control of its recipe; without
-a TOKEN one is generated. The broker prints, per component, the environment a process needs to
-connect as that component, then serves until Ctrl-C or SIGTERM.
+Each ``--recipe FILE[:TOKEN]`` adds a component with the access control and the default
+configuration of its recipe; without a TOKEN one is generated. The broker prints, per component,
+the environment a process needs to connect as that component, then serves until Ctrl-C or
+SIGTERM. It logs each UpdateState ("component NAME reported state STATE") at INFO.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from edgeboost.broker.policy import ComponentPolicy
-from edgeboost.broker.recipe import RecipeError, load_recipe_policy
+from edgeboost.broker.recipe import RecipeError, load_recipe
 from edgeboost.broker.server import SOCKET_ENV, TOKEN_ENV, Broker, BrokerError
 from edgeboost.broker.socketfile import SocketPathError
 
@@ -61,20 +63,23 @@ def parse_recipe_spec(spec: str) -> tuple[Path, str | None]:
     return Path(path), token or None
 
 
-def _load_components(specs: Sequence[str]) -> dict[str, ComponentPolicy]:
+def _load_components(
+    specs: Sequence[str],
+) -> tuple[dict[str, ComponentPolicy], dict[str, Mapping[str, Any]]]:
+    """(auth token -> policy, component name -> default configuration) from the recipes."""
     components: dict[str, ComponentPolicy] = {}
-    names: set[str] = set()
+    configurations: dict[str, Mapping[str, Any]] = {}
     for spec in specs:
         path, token = parse_recipe_spec(spec)
-        policy = load_recipe_policy(path)
-        if policy.name in names:
-            raise RecipeError(f"component {policy.name} is given twice")
+        recipe = load_recipe(path)
+        if recipe.name in configurations:
+            raise RecipeError(f"component {recipe.name} is given twice")
         token = token or secrets.token_urlsafe(18)
         if token in components:
             raise RecipeError(f"token {token!r} is given to two components")
-        names.add(policy.name)
-        components[token] = policy
-    return components
+        configurations[recipe.name] = recipe.configuration
+        components[token] = recipe.policy
+    return components, configurations
 
 
 def _client_lines(broker: Broker) -> Iterator[str]:
@@ -106,10 +111,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted. Returns a process exit code."""
     try:
-        components = _load_components(args.recipe)
+        components, configurations = _load_components(args.recipe)
         broker = Broker(
             args.socket,
             components,
+            configurations=configurations,
             numbers_as_doubles=not args.ints_stay_ints,
             login_timeout=args.login_timeout,
         )

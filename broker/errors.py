@@ -10,9 +10,11 @@ from typing import Any, ClassVar
 
 __all__ = [
     "SERVICE_NAME",
+    "FailedUpdateConditionCheckError",
     "InvalidArgumentsError",
     "IpcError",
     "MalformedRequest",
+    "ResourceNotFoundError",
     "ServiceError",
     "UnauthorizedError",
 ]
@@ -52,6 +54,17 @@ class UnauthorizedError(IpcError):
 
 class InvalidArgumentsError(IpcError):
     error_code = "InvalidArgumentsError"
+
+
+class ResourceNotFoundError(IpcError):
+    """The model also has ``resourceType`` and ``resourceName``; the configuration operations
+    leave them unset (ConfigStoreIPCEventStreamAgent), so they are not sent."""
+
+    error_code = "ResourceNotFoundError"
+
+
+class FailedUpdateConditionCheckError(IpcError):
+    error_code = "FailedUpdateConditionCheckError"
 
 
 class MalformedRequest(Exception):

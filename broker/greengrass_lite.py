@@ -15,6 +15,9 @@ through an LD_PRELOAD shim in ggipcd (ggl_unit_shim.c); the token client is ggl_
     lite_build = build(tarball)  # what_is_missing(tarball) first says what this machine lacks
     with GreengrassLite(lite_build.daemons, root, policies, shim=lite_build.shim) as lite:
         env = lite.client_env("com.example.Component")  # socket path and SVCUID
+
+A component's configuration (what GetConfiguration reads) is its accessControl, plus whatever
+``configurations`` gives for it (a recipe's DefaultConfiguration: ``load_recipe(path)``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +238,15 @@ def access_control(policy: ComponentPolicy) -> dict[str, Any]:
     return {PUBSUB_DESTINATION: block}
 
 
+def lite_configuration(
+    policy: ComponentPolicy, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What Lite's config declares as a component's configuration: ``defaults`` with the policy
+    as its accessControl. The policy wins over an accessControl in ``defaults``: it is what
+    Lite authorizes with, and what callers that pass only policies have always relied on."""
+    return {**(defaults or {}), "accessControl": access_control(policy)}
+
+
 def _start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat: tells a process from a later one that reuses its pid."""
     try:
@@ -268,7 +280,8 @@ def _remove_cgroup(cgroup: Path, timeout: float = 2.0) -> None:
 
 
 class GreengrassLite:
-    """ggconfigd, ggpubsubd and ggipcd serving ``components`` (name and accessControl each).
+    """ggconfigd, ggpubsubd and ggipcd serving ``components`` (name and accessControl each), with
+    ``configurations`` (component name -> default configuration) where given.
 
     ``root`` is the working folder: config.yaml, config.db, logs/ and the IPC socket
     gg-ipc.socket. Tokens are issued through cgroups, or through the LD_PRELOAD ``shim`` when one
@@ -282,6 +295,7 @@ class GreengrassLite:
         root: Path,
         components: Iterable[ComponentPolicy],
         *,
+        configurations: Mapping[str, Mapping[str, Any]] | None = None,
         shim: Path | None = None,
     ) -> None:
         self.root = root.resolve()
@@ -289,6 +303,10 @@ class GreengrassLite:
         if len(self.socket_path.encode()) >= 108:  # sockaddr_un.sun_path
             raise ValueError(f"socket path too long for a Unix socket: {self.socket_path}")
         self.components = {policy.name: policy for policy in components}
+        self.configurations = {name: dict(value) for name, value in (configurations or {}).items()}
+        undeclared = sorted(set(self.configurations) - set(self.components))
+        if undeclared:
+            raise ValueError(f"configuration given for undeclared components: {undeclared}")
         self._bin = daemons / "bin"
         self._shim = shim
         self._cgroup_root = None if shim else writable_cgroup_root()
@@ -417,7 +435,10 @@ class GreengrassLite:
     # internals ---------------------------------------------------------------------------
     def _write_config(self) -> Path:
         services = {
-            name: {"version": "1.0.0", "configuration": {"accessControl": access_control(policy)}}
+            name: {
+                "version": "1.0.0",
+                "configuration": lite_configuration(policy, self.configurations.get(name)),
+            }
             for name, policy in self.components.items()
         }
         config = {"system": {"rootPath": str(self.root)}, "services": services}

@@ -1,6 +1,8 @@
-"""The two IPC operations the broker implements: SubscribeToTopic and PublishToTopic.
+"""The IPC operations the broker serves (:data:`OPERATIONS`), and the pub/sub ones among them:
+SubscribeToTopic and PublishToTopic. The configuration operations are in
+:mod:`config_operations`, UpdateState in :mod:`lifecycle`; anything else is a ServiceError.
 
-Checks run in the Nucleus's order (PubSubIPCEventStreamAgent): a request that cannot be
+Pub/sub checks run in the Nucleus's order (PubSubIPCEventStreamAgent): a request that cannot be
 deserialized fails first (InternalServerError); then authorization on the requested topic, so a
 component that may not use a topic learns nothing more about it; then the arguments.
 """
@@ -9,22 +11,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from edgeboost.broker.config_operations import (
+    GET_CONFIGURATION,
+    SUBSCRIBE_TO_CONFIGURATION_UPDATE,
+    UPDATE_CONFIGURATION,
+    get_configuration,
+    subscribe_to_configuration_update,
+    update_configuration,
+)
+from edgeboost.broker.context import OperationContext, Reply
 from edgeboost.broker.errors import InvalidArgumentsError, UnauthorizedError
+from edgeboost.broker.lifecycle import UPDATE_STATE, update_state
 from edgeboost.broker.messages import (
     check_publish_message,
     optional_string,
     parse_publish_message,
     subscription_event,
 )
-from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import (
     RECEIVE_ALL_MESSAGES,
     RECEIVE_MESSAGES_FROM_OTHERS,
-    EventSink,
-    PubSubHub,
     Subscription,
 )
 from edgeboost.broker.topics import is_wildcard_filter, publish_topic_has_wildcard
@@ -42,29 +50,6 @@ __all__ = [
 SUBSCRIBE_TO_TOPIC = "aws.greengrass#SubscribeToTopic"
 PUBLISH_TO_TOPIC = "aws.greengrass#PublishToTopic"
 _RECEIVE_MODES = (RECEIVE_ALL_MESSAGES, RECEIVE_MESSAGES_FROM_OTHERS)
-
-
-@dataclass(frozen=True, slots=True)
-class OperationContext:
-    """What a handler may use: the caller's identity, the hub, and where its stream's events go."""
-
-    component: ComponentPolicy
-    hub: PubSubHub
-    sink: EventSink
-    stream_id: int
-    numbers_as_doubles: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The first (response) message of a stream. With a ``subscription`` the stream stays open
-    and the session registers it after sending the response; without one it is terminated.
-    ``then`` runs once the response is queued (a publish's fan-out)."""
-
-    model_type: str
-    payload: Mapping[str, Any]
-    subscription: Subscription | None = None
-    then: Callable[[], object] | None = None
 
 
 def _authorize(context: OperationContext, operation: str, topic: str | None) -> None:
@@ -119,4 +104,8 @@ def publish_to_topic(context: OperationContext, request: Mapping[str, Any]) -> R
 OPERATIONS: Mapping[str, Callable[[OperationContext, Mapping[str, Any]], Reply]] = {
     SUBSCRIBE_TO_TOPIC: subscribe_to_topic,
     PUBLISH_TO_TOPIC: publish_to_topic,
+    GET_CONFIGURATION: get_configuration,
+    UPDATE_CONFIGURATION: update_configuration,
+    SUBSCRIBE_TO_CONFIGURATION_UPDATE: subscribe_to_configuration_update,
+    UPDATE_STATE: update_state,
 }

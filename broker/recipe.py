@@ -1,4 +1,4 @@
-"""Read a component's name and pub/sub access control from its Greengrass recipe.
+"""Read a component's name, pub/sub access control and default configuration from its recipe.
 
 JSON recipes need only the standard library; YAML recipes need PyYAML. Recipe keys are matched
 case-insensitively, as the Nucleus does (``componentName`` and ``ComponentName`` both work).
@@ -9,12 +9,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeboost.broker.configuration import json_document
 from edgeboost.broker.policy import ComponentPolicy, PolicyError
 
-__all__ = ["RecipeError", "load_recipe_policy", "parse_recipe", "policy_from_recipe"]
+__all__ = [
+    "RecipeComponent",
+    "RecipeError",
+    "default_configuration",
+    "load_recipe",
+    "load_recipe_policy",
+    "parse_recipe",
+    "policy_from_recipe",
+]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -23,8 +33,24 @@ class RecipeError(ValueError):
     """A recipe that cannot be read or has no usable component name / access control."""
 
 
-def load_recipe_policy(path: str | os.PathLike[str]) -> ComponentPolicy:
-    """The component policy declared by the recipe at ``path`` (JSON, or YAML with PyYAML)."""
+@dataclass(frozen=True)
+class RecipeComponent:
+    """What the broker takes from a recipe: who the component is and may do, and the
+    configuration it starts with."""
+
+    policy: ComponentPolicy
+    # ComponentConfiguration.DefaultConfiguration as written, accessControl included: the Java
+    # Nucleus keeps accessControl in the component's configuration too (GetConfiguration
+    # returns it), and reads the policy from there.
+    configuration: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+def load_recipe(path: str | os.PathLike[str]) -> RecipeComponent:
+    """The component declared by the recipe at ``path`` (JSON, or YAML with PyYAML)."""
     recipe_path = Path(path)
     try:
         text = recipe_path.read_text(encoding="utf-8")
@@ -34,9 +60,14 @@ def load_recipe_policy(path: str | os.PathLike[str]) -> ComponentPolicy:
         raise RecipeError(f"recipe {recipe_path} is not UTF-8 text") from exc
     document = parse_recipe(text, recipe_path.name)
     try:
-        return policy_from_recipe(document)
+        return RecipeComponent(policy_from_recipe(document), default_configuration(document))
     except (RecipeError, PolicyError) as exc:
         raise RecipeError(f"recipe {recipe_path}: {exc}") from exc
+
+
+def load_recipe_policy(path: str | os.PathLike[str]) -> ComponentPolicy:
+    """The component policy declared by the recipe at ``path`` (JSON, or YAML with PyYAML)."""
+    return load_recipe(path).policy
 
 
 def parse_recipe(text: str, name: str = "recipe") -> Any:
@@ -73,14 +104,36 @@ def policy_from_recipe(recipe: Any) -> ComponentPolicy:
     name = _get(recipe, "ComponentName")
     if not isinstance(name, str) or not name:
         raise RecipeError("the recipe has no ComponentName")
-    configuration = _get(recipe, "ComponentConfiguration")
-    defaults = (
-        _get(configuration, "DefaultConfiguration") if isinstance(configuration, Mapping) else None
-    )
+    defaults = _defaults(recipe)
     access_control = _get(defaults, "accessControl") if isinstance(defaults, Mapping) else None
     if access_control is None:
         return ComponentPolicy(name)  # a component may simply have no IPC permissions
     return ComponentPolicy.from_access_control(name, access_control)
+
+
+def default_configuration(recipe: Any) -> dict[str, Any]:
+    """``ComponentConfiguration.DefaultConfiguration`` of a parsed recipe ({} when absent), as a
+    JSON document. The Nucleus fails a deployment whose default configuration is not an object;
+    here that, and anything JSON cannot carry (a YAML date, NaN), is a RecipeError."""
+    if not isinstance(recipe, Mapping):
+        raise RecipeError("a recipe must be a mapping at the top level")
+    defaults = _defaults(recipe)
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise RecipeError("DefaultConfiguration must be a mapping")
+    try:
+        document: dict[str, Any] = json_document(defaults, name="DefaultConfiguration")
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+    return document
+
+
+def _defaults(recipe: Mapping[str, Any]) -> Any:
+    configuration = _get(recipe, "ComponentConfiguration")
+    if not isinstance(configuration, Mapping):
+        return None
+    return _get(configuration, "DefaultConfiguration")
 
 
 def _get(mapping: Mapping[str, Any], key: str) -> Any:

@@ -2,10 +2,13 @@
 
 Typical use in a test::
 
-    components = {"tok-a": load_recipe_policy("a.json"), "tok-b": ComponentPolicy.allow_all("B")}
-    with Broker(tmp_path / "ipc.sock", components) as broker:
+    a = load_recipe("a.json")  # its policy and its default configuration
+    components = {"tok-a": a.policy, "tok-b": ComponentPolicy.allow_all("B")}
+    configurations = {a.name: a.configuration}
+    with Broker(tmp_path / "ipc.sock", components, configurations=configurations) as broker:
         env = broker.client_env("tok-a")  # the socket path and SVCUID for component A
         ...
+        broker.wait_for_component_state("A", "RUNNING")  # A called UpdateState
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.configuration import ConfigStore
 from edgeboost.broker.limits import MAX_PENDING_FRAMES, Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
@@ -32,6 +36,7 @@ from edgeboost.broker.socketfile import (
     release_socket_path,
     socket_identity,
 )
+from edgeboost.broker.states import ComponentStates
 from edgeboost.runtime.eventstream import MAX_MESSAGE_SIZE
 
 __all__ = ["SOCKET_ENV", "TOKEN_ENV", "Broker", "BrokerError"]
@@ -47,11 +52,16 @@ class BrokerError(RuntimeError):
 
 
 class Broker:
-    """A local stand-in for the Nucleus's IPC pub/sub.
+    """A local stand-in for the Nucleus's IPC server: pub/sub, configuration and UpdateState.
 
     ``components`` maps each auth token (what a component gets as ``SVCUID``) to that
-    component's policy. ``numbers_as_doubles`` reproduces the Nucleus turning JSON integers into
-    doubles on the way through (``7`` arrives as ``7.0``); turn it off only to test code that
+    component's policy. ``configurations`` maps component names to the configuration each
+    starts with (a recipe's DefaultConfiguration, see :func:`load_recipe`); a component without
+    one has an empty configuration. Configuration changes last as long as this object, across
+    :meth:`stop` and :meth:`start` (the Nucleus keeps its configuration on disk); reported
+    states do not (a restarted Nucleus restarts its components). ``numbers_as_doubles``
+    reproduces the Nucleus turning JSON integers into doubles on the way through (``7`` arrives
+    as ``7.0``, in messages and in configuration updates); turn it off only to test code that
     must not care.
 
     Limits (see :mod:`edgeboost.broker.limits`): ``max_pending_frames`` and
@@ -68,6 +78,7 @@ class Broker:
         socket_path: str | os.PathLike[str],
         components: Mapping[str, ComponentPolicy],
         *,
+        configurations: Mapping[str, Mapping[str, Any]] | None = None,
         max_pending_frames: int = MAX_PENDING_FRAMES,
         max_pending_bytes: int = 64 * 1024 * 1024,
         numbers_as_doubles: bool = True,
@@ -96,6 +107,13 @@ class Broker:
             max_partial_bytes=max_partial_bytes,
         )
         self._components = dict(components)
+        names = list(dict.fromkeys(policy.name for policy in self._components.values()))
+        given = dict(configurations or {})
+        undeclared = sorted(set(given) - set(names))
+        if undeclared:
+            raise ValueError(f"configurations given for undeclared components: {undeclared}")
+        self._config = ConfigStore({name: given.get(name, {}) for name in names})
+        self._states = ComponentStates(names)
         self._numbers_as_doubles = numbers_as_doubles
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -128,6 +146,22 @@ class Broker:
             raise KeyError(f"unknown auth token {token!r}")
         return {SOCKET_ENV: self._path, TOKEN_ENV: token}
 
+    def configuration(self, component: str) -> dict[str, Any]:
+        """A copy of ``component``'s whole configuration right now, as GetConfiguration with an
+        empty key path returns it (from any thread; KeyError for an unknown component)."""
+        return self._config.snapshot(component)
+
+    def component_state(self, component: str) -> str | None:
+        """The state ``component`` last reported with UpdateState (``RUNNING`` or ``ERRORED``),
+        or None if it has reported none since the broker started. KeyError for an unknown
+        component."""
+        return self._states.get(component)
+
+    def wait_for_component_state(self, component: str, state: str, timeout: float = 5.0) -> None:
+        """Block until ``component`` has last reported ``state``; raise TimeoutError
+        otherwise. Woken by reports, not by polling."""
+        self._states.wait_for(component, state, timeout)
+
     def subscriptions(self) -> list[SubscriptionInfo]:
         """The live subscriptions right now (from any thread)."""
         return list(self._hub.view)
@@ -147,6 +181,7 @@ class Broker:
             if self._thread is not None:
                 raise BrokerError(f"the broker on {self._path} is already running")
             self._hub = PubSubHub()
+            self._states.clear()
             self._loop = self._stop_event = None
             self._startup_error = None
             for flag in (self._stop_requested, self._ready, self._stopped):
@@ -232,6 +267,8 @@ class Broker:
         options = SessionOptions(
             components=self._components,
             hub=self._hub,
+            config=self._config,
+            states=self._states,
             numbers_as_doubles=self._numbers_as_doubles,
             limits=self._limits,
             read_budget=ByteBudget(self._limits.max_partial_bytes),

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 
 from edgeboost.broker import rpc
 from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.configuration import ConfigStore, ConfigWatch
+from edgeboost.broker.context import OperationContext, Reply
 from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
 from edgeboost.broker.framereader import FrameReader, ReadTimeout
 from edgeboost.broker.limits import Limits
 from edgeboost.broker.messages import auth_token, parse_request
-from edgeboost.broker.operations import OPERATIONS, OperationContext, Reply
+from edgeboost.broker.operations import OPERATIONS
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, Subscription
+from edgeboost.broker.states import ComponentStates
 from edgeboost.runtime.eventstream import FrameError, Message, MessageFlag, MessageType
 
 __all__ = ["ClientSession", "SessionOptions"]
@@ -42,6 +45,8 @@ class SessionOptions:
 
     components: Mapping[str, ComponentPolicy]  # by auth token (SVCUID)
     hub: PubSubHub
+    config: ConfigStore
+    states: ComponentStates
     numbers_as_doubles: bool
     limits: Limits
     read_budget: ByteBudget  # for frames still arriving, shared by all sessions
@@ -62,7 +67,8 @@ class ClientSession:
         self._number = next(_session_numbers)
         self._component: ComponentPolicy | None = None
         self._last_stream_id = 0
-        self._streams: dict[int, Subscription] = {}  # open subscription streams
+        self._streams: dict[int, Subscription] = {}  # open SubscribeToTopic streams
+        self._watches: dict[int, ConfigWatch] = {}  # open SubscribeToConfigurationUpdate streams
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0  # in _pending; the transport's own buffer is counted apart
         self._wakeup = asyncio.Event()
@@ -107,8 +113,9 @@ class ClientSession:
     # -- outgoing -----------------------------------------------------------------------------
 
     def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
-        """Queue an event on an open stream (called by the hub during fan-out)."""
-        if stream_id not in self._streams:
+        """Queue an event on an open stream (called during fan-out, and with configuration
+        changes)."""
+        if stream_id not in self._streams and stream_id not in self._watches:
             return
         try:
             frame = rpc.application_message(stream_id, model_type, payload, terminate=False)
@@ -259,7 +266,7 @@ class ClientSession:
             self._start_operation(stream_id, meta.operation, message, terminate)
 
     def _on_existing_stream(self, stream_id: int, terminate: bool) -> None:
-        if stream_id not in self._streams:
+        if stream_id not in self._streams and stream_id not in self._watches:
             if not terminate:  # a late TERMINATE after we closed the stream is normal
                 self._protocol_error(f"stream {stream_id} is not open")
             return
@@ -277,25 +284,49 @@ class ClientSession:
         reply = self._call_handler(stream_id, operation, message)
         if reply is None:
             return
-        keep_open = reply.subscription is not None and not terminate
+        if reply.error is not None:
+            self._log_error(operation, reply.error)
+            self._enqueue(_error_frame(stream_id, reply.error))
+            self._then(reply, operation, stream_id)
+            return
+        opens = reply.subscription is not None or reply.watch is not None
+        keep_open = opens and not terminate
         payload = rpc.dump_json(reply.payload)
         self._enqueue(
             rpc.application_message(stream_id, reply.model_type, payload, terminate=not keep_open)
         )
-        if reply.then is not None:
-            try:
-                reply.then()
-            except Exception:  # the response is out: a bug here must not end the connection
-                logger.exception(
-                    "%s: %s on stream %d failed after its response", self, operation, stream_id
-                )
+        self._then(reply, operation, stream_id)
         # Register only after the response is queued: the response must be the stream's first frame.
-        if keep_open and reply.subscription is not None and not self._aborted:
+        if not keep_open or self._aborted:
+            return
+        if reply.subscription is not None:
             self._streams[stream_id] = reply.subscription
             self._options.hub.add(reply.subscription)
             logger.debug(
                 "%s: stream %d subscribed to %s", self, stream_id, reply.subscription.topic_filter
             )
+        if reply.watch is not None:
+            self._watches[stream_id] = reply.watch
+            self._options.config.attach(reply.watch)
+            logger.debug(
+                "%s: stream %d watches the configuration of %s",
+                self,
+                stream_id,
+                reply.watch.component,
+            )
+
+    def _then(self, reply: Reply, operation: str, stream_id: int) -> None:
+        if reply.then is None:
+            return
+        try:
+            reply.then()
+        except Exception:  # the reply is out: a bug here must not end the connection
+            logger.exception(
+                "%s: %s on stream %d failed after its reply", self, operation, stream_id
+            )
+
+    def _log_error(self, operation: str, error: IpcError) -> None:
+        logger.info("%s: %s failed: %s: %s", self, operation, error.error_code, error.message)
 
     def _call_handler(self, stream_id: int, operation: str, message: Message) -> Reply | None:
         """Run the operation. On failure queue the error frame the Nucleus would send (which
@@ -308,13 +339,15 @@ class ClientSession:
             context = OperationContext(
                 self._component,
                 self._options.hub,
+                self._options.config,
+                self._options.states,
                 self,
                 stream_id,
                 self._options.numbers_as_doubles,
             )
             return handler(context, parse_request(message.payload))
         except IpcError as exc:
-            logger.info("%s: %s failed: %s: %s", self, operation, exc.error_code, exc.message)
+            self._log_error(operation, exc)
             frame = _error_frame(stream_id, exc)
         except MalformedRequest as exc:
             logger.warning(
@@ -338,11 +371,16 @@ class ClientSession:
         subscription = self._streams.pop(stream_id, None)
         if subscription is not None:
             self._options.hub.remove(subscription)
+        watch = self._watches.pop(stream_id, None)
+        if watch is not None:
+            self._options.config.detach((watch,))
 
     def _drop_subscriptions(self) -> None:
         # One batch: removing them one by one used to rebuild the hub's view each time.
         self._options.hub.remove_all(self._streams.values())
         self._streams.clear()
+        self._options.config.detach(self._watches.values())
+        self._watches.clear()
 
 
 def _error_frame(stream_id: int, error: IpcError) -> bytes:

@@ -5,7 +5,8 @@ edgeboost.broker.greengrass_lite, which builds and runs it (facts and timings:
 Fixtures (a test module takes them with ``lite_build = greengrass_lite.lite_build`` etc.):
 ``lite_build`` (the binaries), ``edgeboost_package`` (the recipes ``edgeboost package`` writes)
 and ``greengrass_lite`` (one running instance per session that declares those components and
-the test components TALKER, LISTENER and STRANGER).
+the test components TALKER, LISTENER and STRANGER). The configuration tests start their own
+(tests/ipc_servers.py config_server).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ TEST_COMPONENTS = (
     _grant(LISTENER, [SUBSCRIBE], ["*"]),
     ComponentPolicy(STRANGER),  # declared, granted nothing
 )
+
+# For the configuration tests (tests/ipc_servers.py config_server): MODEL stands for a model
+# component whose Bundle a deployment replaces, TALKER for a component with limits of its own.
+MODEL = "com.example.Model"
+CONFIG_COMPONENTS = (*TEST_COMPONENTS, ComponentPolicy(MODEL))
+TEST_CONFIGURATIONS = {  # each component's DefaultConfiguration, accessControl aside
+    MODEL: {"Bundle": {"Version": "1.0.0", "Path": "models/wine/1"}, "QueueSize": 99},
+    TALKER: {"QueueSize": 64, "Limits": {"MaxRows": 1000}},
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The two Greengrass IPC servers the tests compare, behind one small interface: the local broker
 and nucleus lite (broker/greengrass_lite.py). Both declare the same components: TALKER (publish
-and subscribe on ``test/*``), LISTENER (subscribe to ``*``) and STRANGER (nothing).
+and subscribe on ``test/*``), LISTENER (subscribe to ``*``) and STRANGER (nothing). The
+configuration tests' servers (``config_server``) add MODEL, with TEST_CONFIGURATIONS.
 
 A test module registers the fixtures it uses (``ipc_server = ipc_servers.ipc_server`` etc.,
 and nucleus lite's ``lite_build``, ``edgeboost_package`` and ``greengrass_lite``).
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from edgeboost.broker import Broker
+from edgeboost.broker import Broker, ComponentPolicy
+from edgeboost.broker.greengrass_lite import LiteBuild, lite_configuration
 
-from .greengrass_lite import TEST_COMPONENTS, GreengrassLite
+from .greengrass_lite import CONFIG_COMPONENTS, TEST_COMPONENTS, TEST_CONFIGURATIONS, GreengrassLite
 from .raw_ipc import RawIpc
 
 BROKER, LITE = "broker", "greengrass-lite"
@@ -29,6 +32,7 @@ class IpcServer:
     kind: str  # BROKER or LITE
     socket_path: str
     token: Callable[[str], str]  # component name -> its SVCUID
+    broker: Broker | None = None  # the broker itself, to look inside (BROKER only)
 
     def __str__(self) -> str:
         return self.kind
@@ -43,14 +47,17 @@ class IpcServer:
 
 
 @contextlib.contextmanager
-def running_broker() -> Iterator[IpcServer]:
-    """A broker serving TEST_COMPONENTS, its socket under a short path (108-byte limit)."""
-    tokens = {f"tok-{policy.name}": policy for policy in TEST_COMPONENTS}
+def running_broker(
+    components: Iterable[ComponentPolicy] = TEST_COMPONENTS,
+    configurations: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[IpcServer]:
+    """A broker serving ``components``, its socket under a short path (108-byte limit)."""
+    tokens = {f"tok-{policy.name}": policy for policy in components}
     with (
         tempfile.TemporaryDirectory(prefix="eb-") as folder,
-        Broker(Path(folder) / "ipc.sock", tokens) as broker,
+        Broker(Path(folder) / "ipc.sock", tokens, configurations=configurations) as broker,
     ):
-        yield IpcServer(BROKER, broker.socket_path, lambda name: f"tok-{name}")
+        yield IpcServer(BROKER, broker.socket_path, lambda name: f"tok-{name}", broker)
 
 
 def lite_server(lite: GreengrassLite) -> IpcServer:
@@ -76,3 +83,29 @@ def ipc_server(request: pytest.FixtureRequest) -> Iterator[IpcServer]:
             yield server
     else:
         yield lite_server(request.getfixturevalue("greengrass_lite"))
+
+
+@pytest.fixture(params=[BROKER, LITE])
+def config_server(request: pytest.FixtureRequest) -> Iterator[IpcServer]:
+    """A new server for each test, declaring CONFIG_COMPONENTS with TEST_CONFIGURATIONS: a
+    configuration a test changed would outlive it on the session's nucleus lite. Both hold the
+    configuration Lite is given: the defaults, and the policy as accessControl."""
+    if request.param == BROKER:
+        configurations = {
+            policy.name: lite_configuration(policy, TEST_CONFIGURATIONS.get(policy.name))
+            for policy in CONFIG_COMPONENTS
+        }
+        with running_broker(CONFIG_COMPONENTS, configurations) as server:
+            yield server
+        return
+    build: LiteBuild = request.getfixturevalue("lite_build")
+    root = request.getfixturevalue("tmp_path_factory").mktemp("ggl")
+    with GreengrassLite(
+        build.daemons,
+        root,
+        CONFIG_COMPONENTS,
+        configurations=TEST_CONFIGURATIONS,
+        shim=build.shim,
+    ) as lite:
+        yield lite_server(lite)
+    assert not lite.leftovers(), f"nucleus lite left {lite.leftovers()} behind"

@@ -146,7 +146,14 @@ def test_serves_prints_the_environment_and_stops_cleanly(
 
 @pytest.mark.parametrize(
     ("recipe_text", "reason"),
-    [("{oops", "not valid JSON"), ('{"ComponentVersion": "1"}', "no ComponentName")],
+    [
+        ("{oops", "not valid JSON"),
+        ('{"ComponentVersion": "1"}', "no ComponentName"),
+        (
+            '{"ComponentName": "A", "ComponentConfiguration": {"DefaultConfiguration": [1]}}',
+            "DefaultConfiguration must be a mapping",
+        ),
+    ],
 )
 def test_bad_recipe_exits_2_with_a_message(workdir: Path, recipe_text: str, reason: str) -> None:
     recipe = workdir / "bad.json"
@@ -168,6 +175,44 @@ def test_bad_recipe_exits_2_with_a_message(workdir: Path, recipe_text: str, reas
     )
     assert result.returncode == 2
     assert reason in result.stderr and "bad.json" in result.stderr
+
+
+def test_serves_each_recipes_configuration_and_logs_reported_states(workdir: Path) -> None:
+    """What a test running the broker as a process relies on: the configuration comes from the
+    recipes, and UpdateState shows in the log."""
+    from .raw_ipc import RawIpc
+
+    recipe = _recipe(workdir, "com.example.Model")
+    document = json.loads(recipe.read_text())
+    defaults = document["ComponentConfiguration"]["DefaultConfiguration"]
+    defaults["Bundle"] = {"Version": "1.0.0"}
+    recipe.write_text(json.dumps(document))
+    sock = workdir / "ipc.sock"
+    command = [sys.executable, "-m", "edgeboost.broker", "--socket", str(sock)]
+    command += ["--recipe", f"{recipe}:tok-model"]
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(process.stderr, lines))
+        reader.start()
+        try:
+            while "listening on" not in lines.get(timeout=TIMEOUT):
+                pass
+            with RawIpc(str(sock)) as client:
+                assert client.connect("tok-model").flags == 1
+                reply = client.receive_on(
+                    client.call("aws.greengrass#GetConfiguration", {"keyPath": []})
+                )
+                assert reply.json() == {"componentName": "com.example.Model", "value": defaults}
+                client.receive_on(client.call("aws.greengrass#UpdateState", {"state": "RUNNING"}))
+            expected = "component com.example.Model reported state RUNNING"
+            while expected not in lines.get(timeout=TIMEOUT):
+                pass
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+            reader.join(TIMEOUT)
 
 
 def test_the_same_component_twice_is_an_error(workdir: Path) -> None:

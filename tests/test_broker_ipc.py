@@ -238,10 +238,10 @@ def test_unsupported_operation(broker: Broker) -> None:
     from awsiot.greengrasscoreipc.model import ServiceError
 
     with ipc_client(broker, "tok-pub") as client:
-        future = client.get_configuration_async(key_path=["a"])
+        future = client.list_components_async()
         with pytest.raises(ServiceError) as error:
             future.result(TIMEOUT)
-        assert error.value.message == "Unsupported operation aws.greengrass#GetConfiguration"
+        assert error.value.message == "Unsupported operation aws.greengrass#ListComponents"
 
 
 def test_closing_a_subscription_stops_delivery(broker: Broker) -> None:

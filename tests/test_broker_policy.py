@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeboost.broker import ComponentPolicy, PolicyError, RecipeError, load_recipe_policy
+from edgeboost.broker import (
+    ComponentPolicy,
+    PolicyError,
+    RecipeError,
+    load_recipe,
+    load_recipe_policy,
+)
 from edgeboost.broker.errors import MalformedRequest, ServiceError
 from edgeboost.broker.messages import (
     as_doubles,
@@ -236,6 +242,14 @@ def _recipe(name: str = "com.example.Consumer", access: Any = None) -> dict[str,
     }
 
 
+def _defaults(defaults: Any) -> dict[str, Any]:
+    return {"ComponentName": "A", "ComponentConfiguration": {"DefaultConfiguration": defaults}}
+
+
+def _yaml_defaults(line: str) -> str:
+    return f"ComponentName: A\nComponentConfiguration:\n  DefaultConfiguration:\n    {line}\n"
+
+
 def _check_consumer(policy: ComponentPolicy) -> None:
     assert policy.name == "com.example.Consumer"
     assert policy.is_authorized(PUBLISH, "edgeboost/requests")
@@ -247,6 +261,22 @@ def test_json_recipe(tmp_path: Path) -> None:
     path = tmp_path / "consumer.json"
     path.write_text(json.dumps(_recipe()))
     _check_consumer(load_recipe_policy(path))
+
+
+def test_the_default_configuration_keeps_access_control(tmp_path: Path) -> None:
+    """The Java Nucleus keeps accessControl in the component's configuration
+    (services.NAME.configuration.accessControl), and GetConfiguration shows it."""
+    document = _recipe()
+    defaults = document["ComponentConfiguration"]["DefaultConfiguration"]
+    defaults.update({"QueueSize": 64, "Bundle": {"Version": "1.0.0", "Rows": [1, 2.5, None]}})
+    path = tmp_path / "consumer.json"
+    path.write_text(json.dumps(document))
+    recipe = load_recipe(path)
+    assert recipe.name == "com.example.Consumer"
+    _check_consumer(recipe.policy)
+    assert recipe.configuration == defaults
+    path.write_text(json.dumps({"ComponentName": "Plain", "ComponentVersion": "1.0.0"}))
+    assert load_recipe(path).configuration == {}
 
 
 YAML_RECIPE = """\
@@ -271,8 +301,9 @@ componentConfiguration:
 def test_yaml_recipe_with_case_insensitive_keys(tmp_path: Path) -> None:
     pytest.importorskip("yaml", reason="PyYAML is optional for the broker")
     path = tmp_path / "consumer.yaml"
-    path.write_text(YAML_RECIPE)
+    path.write_text(YAML_RECIPE + "    QueueSize: 64\n")
     _check_consumer(load_recipe_policy(path))
+    assert load_recipe(path).configuration["QueueSize"] == 64
 
 
 def test_yaml_recipe_without_pyyaml_says_what_to_do(
@@ -313,11 +344,16 @@ def test_recipe_without_access_control_grants_nothing(tmp_path: Path) -> None:
             ),
             "not a wildcard",
         ),
+        ("r.json", json.dumps(_defaults(1)), "DefaultConfiguration must be a mapping"),
+        ("r.yaml", _yaml_defaults("1: a"), "keys are strings"),
+        ("r.yaml", _yaml_defaults("When: 2024-01-01"), "JSON cannot carry"),  # a YAML date
     ],
 )
 def test_bad_recipes_name_the_file_and_the_problem(
     tmp_path: Path, name: str, text: str, reason: str
 ) -> None:
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml", reason="PyYAML is optional for the broker")
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(RecipeError, match=reason) as info:

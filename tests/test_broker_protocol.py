@@ -250,15 +250,15 @@ def test_error_replies_and_the_connection_survives(start_broker: Callable[..., B
     broker = start_broker()
     with RawClient(Path(broker.socket_path)) as client:
         client.connect()
-        client.call("aws.greengrass#GetConfiguration", {"keyPath": ["a"]})
+        client.call("aws.greengrass#ListComponents", {})
         error = client.receive()
         assert header_value(error, ":message-type") == MessageType.APPLICATION_ERROR
         assert header_value(error, ":message-flags") == MessageFlag.TERMINATE_STREAM
         assert header_value(error, "service-model-type") == "aws.greengrass#ServiceError"
         assert json.loads(error.payload) == {
-            "message": "Unsupported operation aws.greengrass#GetConfiguration",
+            "message": "Unsupported operation aws.greengrass#ListComponents",
             "_service": "aws.greengrass#GreengrassCoreIPC",
-            "_message": "Unsupported operation aws.greengrass#GetConfiguration",
+            "_message": "Unsupported operation aws.greengrass#ListComponents",
             "_errorCode": "ServiceError",
         }
         # A request the Nucleus cannot deserialize: bare text, no model type, stream ended.
