@@ -60,8 +60,9 @@ def substitute_thing_name(topic: str) -> str:
 
 
 def fetch_configuration(component: str | None, key_path: list[str]) -> Any:
-    """One GetConfiguration on a connection of its own, before the server starts: the value
-    at ``key_path`` of ``component`` (None: this component)."""
+    """One GetConfiguration on a connection of its own, before the server starts: what the
+    Nucleus answers for ``key_path`` of ``component`` (None: this component): a container's
+    contents, or a leaf as ``{name: value}``."""
     import time
 
     from .ipc_connection import IpcConnection
@@ -80,7 +81,7 @@ def fetch_configuration(component: str | None, key_path: list[str]) -> Any:
         value = answer.result(0).get("value")
     finally:
         connection.close()
-    return value.get(key_path[-1]) if key_path and isinstance(value, dict) else value
+    return value
 
 
 class ModelComponent:
@@ -132,6 +133,7 @@ class ComponentLife:
         model_component: ModelComponent | None = None,
     ) -> None:
         self._server, self._transport, self._model = server, transport, model_component
+        self._refused: Path | None = None  # the last bundle refused: not tried again
 
     def start(self) -> None:
         """Subscribe to the configurations and report RUNNING; runs on the server's main
@@ -148,19 +150,28 @@ class ComponentLife:
 
     def _reload_model(self) -> None:
         assert self._model is not None
-        bundle = self._get(["Bundle"], component=self._model.name).get("Bundle")
-        current = self._server.model
+        bundle = self._get(["Bundle"], component=self._model.name)
         try:
             path, _ = self._model.locate(bundle)
-            if path == current.path:
-                return  # another key changed, or the same version again
+        except BundleError as exc:
+            self._refuse(None, exc)
+            return
+        # One change reaches us as one event per changed key: act once per bundle.
+        if path in (self._server.model.path, self._refused):
+            return
+        try:
             model = self._model.load(bundle)
         except BundleError as exc:
-            self._server.stats.count("model_refused")
-            _log.error("refused the new model; still serving %s: %s", current.sha256[:12], exc)
+            self._refuse(path, exc)
             return
         self._server.swap_model(model)
         self._server.stats.count("model_swaps")
+
+    def _refuse(self, path: Path | None, error: BundleError) -> None:
+        self._refused = path
+        self._server.stats.count("model_refused")
+        serving = self._server.model.sha256[:12]
+        _log.error("refused the new model; still serving %s: %s", serving, error)
 
     def _apply_settings(self) -> None:
         values = self._get([])

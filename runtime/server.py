@@ -410,7 +410,8 @@ class InferenceServer:
         _log.info(
             "received %d, answered %d (%d rows), overloaded %d, errors %s, published %d, "
             "publish failures %s, shed %d, abandoned %d, reconnects %d, queue %d, "
-            "overload queue %d, replies pending %d; latency p50 %.3f ms p99 %.3f ms over %d",
+            "overload queue %d, replies pending %d, model swaps %d (refused %d); "
+            "latency p50 %.3f ms p99 %.3f ms over %d",
             counts.get("received", 0),
             counts.get("answered", 0),
             counts.get("rows", 0),
@@ -423,6 +424,8 @@ class InferenceServer:
             self.transport.reconnects,
             *self._inbox.sizes(),
             self.outbox.pending,
+            counts.get("model_swaps", 0),
+            counts.get("model_refused", 0),
             latencies.percentile(0.50),
             latencies.percentile(0.99),
             latencies.total,

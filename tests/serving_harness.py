@@ -106,7 +106,8 @@ _STATS = re.compile(
     r"received (?P<received>\d+), answered (?P<answered>\d+) \(\d+ rows\), "
     r"overloaded (?P<overloaded>\d+), errors (?P<errors>\{.*?\}), published (?P<published>\d+), "
     r"publish failures (?P<failures>\{.*?\}), shed (?P<shed>\d+), abandoned (?P<abandoned>\d+), "
-    r"reconnects (?P<reconnects>\d+)"
+    r"reconnects (?P<reconnects>\d+).*?model swaps (?P<model_swaps>\d+) "
+    r"\(refused (?P<model_refused>\d+)\)"
 )
 
 
@@ -253,13 +254,19 @@ class LiteProcess:
     kind = "greengrass-lite"
 
     def __init__(self, build: Any, root: Path, recipes: dict[str, Path]) -> None:
-        from edgeboost.broker import load_recipe_policy
+        from edgeboost.broker.recipe import load_recipe
 
         from .greengrass_lite import GreengrassLite
 
-        policies = {role: load_recipe_policy(path) for role, path in recipes.items()}
-        self.names = {role: policy.name for role, policy in policies.items()}
-        self.lite = GreengrassLite(build.daemons, root, policies.values(), shim=build.shim)
+        declared = {role: load_recipe(path) for role, path in recipes.items()}
+        self.names = {role: component.policy.name for role, component in declared.items()}
+        self.lite = GreengrassLite(
+            build.daemons,
+            root,
+            [component.policy for component in declared.values()],
+            shim=build.shim,
+            configurations={c.policy.name: c.configuration for c in declared.values()},
+        )
         self._running = False
 
     def start(self, timeout: float = 15.0) -> LiteProcess:

@@ -64,8 +64,8 @@ class ConfigTransport(MemoryTransport):
 
     def get_configuration(self, key_path: list[str], *, component: str | None = None) -> Future:
         value = self.configurations[component]
-        for key in key_path:
-            value = {key: value[key]}
+        for key in key_path:  # as the Nucleus answers: a container's contents, a leaf by name
+            value = value[key] if isinstance(value[key], dict) else {key: value[key]}
         return _done({"componentName": component or "self", "value": value})
 
     def subscribe_to_configuration_update(

@@ -17,7 +17,6 @@ and awsiotsdk; skips locally without them and fails in CI. Userlands are cached
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edgeboost.broker import Broker, load_recipe_policy
+from edgeboost.broker import Broker, load_recipe, load_recipe_policy
 from edgeboost.compile.emulation import (
     EmulationError,
     default_cache_dir,
@@ -45,8 +44,6 @@ from edgeboost.compile.emulation import (
 from edgeboost.recipes import ComponentOptions, Package, package_bundle
 from edgeboost.runtime import Model
 from edgeboost.runtime.targets import MIN_PYTHON, TARGETS
-
-from edgeboost.cli import _parser
 
 from .compiled_case import with_tool
 from .conftest import REPO, SHIPPED_MODEL, need
@@ -91,13 +88,6 @@ def _userland(suite: str, triple: str) -> Path:
         raise
 
 
-def _serve_takes_model_component() -> bool:
-    """Whether this edgeboost's `serve` has the Run command's --model-component (the server
-    side of the model component, written apart from its packaging)."""
-    (commands,) = (a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return any("--model-component" in a.option_strings for a in commands.choices["serve"]._actions)
-
-
 class Device:
     """The unpacked zips inside a userland, and the inference recipe's lifecycle for its
     platform."""
@@ -139,6 +129,7 @@ class Device:
     def script(self, step: str) -> str:
         text = str(self.lifecycle[step]["Script"])
         text = text.replace("{artifacts:decompressedPath}", str(self.decompressed))
+        text = text.replace("{kernel:rootPath}", str(self.folder))
         for name in self.dependencies:
             text = text.replace(f"{{{name}:artifacts:decompressedPath}}", str(self.paths[name]))
         text = re.sub(
@@ -221,8 +212,6 @@ def test_install_then_run_answers_like_the_host(
     installed, install_seconds = dev.install()
     assert (installed.returncode, installed.stderr) == (0, ""), installed
     assert install_seconds < dev.lifecycle["Install"]["Timeout"]
-    if not _serve_takes_model_component():
-        pytest.xfail("the Run command needs `edgeboost serve --model-component` (the server side)")
 
     records = json.loads(REQUESTS.read_text())
     expected = Model.load(bundle).predict(records)  # this machine's library, on this Python
@@ -247,17 +236,22 @@ def _serve(
     """
     assert package.consumer_recipe is not None and package.runtime is not None
     server_token, consumer_token = "token-e2e-server", "token-e2e-consumer"
+    assert package.model is not None
     policies = {
         server_token: load_recipe_policy(package.runtime.recipe),
         consumer_token: load_recipe_policy(package.consumer_recipe),
+        "token-e2e-model": load_recipe_policy(package.model.recipe),
     }
+    # The model component's Bundle configuration, which the server reads at start.
+    model = load_recipe(package.model.recipe)
+    configurations = {model.policy.name: model.configuration}
     topics = {str(dev.configuration[k]) for k in ("RequestTopic", "LegacyRequestTopic")}
     out, err = logs / "run.out", logs / "run.err"
     seconds: dict[str, float] = {}
     # Unix socket paths must stay short; pytest's tmp paths can be long.
     with (
         tempfile.TemporaryDirectory(prefix="e2e-") as short,
-        Broker(Path(short) / "ipc.sock", policies) as broker,
+        Broker(Path(short) / "ipc.sock", policies, configurations=configurations) as broker,
         open(out, "wb") as stdout,
         open(err, "wb") as stderr,
     ):

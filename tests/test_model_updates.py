@@ -1,0 +1,212 @@
+"""A new model, deployed as a new version of the model component while a consumer sends
+requests, through the local broker and nucleus lite: the server swaps it in without a restart,
+every reply names the model that computed it, the replies switch from A to B exactly once, and
+none is lost."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from edgeboost.recipes import ComponentOptions, package_bundle
+from edgeboost.runtime import Model
+from edgeboost.runtime.ipc_transport import BuiltinTransport
+from edgeboost.runtime.targets import host_target
+
+from .conftest import NAMES, need
+from .serving_harness import (
+    REQUEST,
+    RESPONSE,
+    BrokerProcess,
+    Consumer,
+    LiteProcess,
+    ServerProcess,
+    request,
+    wait_until,
+    write_recipe,
+)
+
+NAME = "com.example.Sensors"
+MODEL = f"{NAME}.Model"
+SERVER, CONSUMER, DEPLOYER = "tok-server", "tok-consumer", "tok-model"
+ROW = dict(zip(NAMES, [0.5, -1.0, 2.0, 0.25], strict=True))
+
+
+@pytest.fixture(scope="module")
+def model_b(tmp_path_factory: pytest.TempPathFactory, compile_once: Any) -> Path:
+    """Another model of the same features, with other predictions."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    dtrain = xgb.DMatrix(x, label=x[:, 2] * -2, feature_names=NAMES)
+    booster = xgb.train({"max_depth": 3, "seed": 0, "nthread": 1}, dtrain, 12)
+    path = tmp_path_factory.mktemp("model-b") / "sensors-b.json"
+    booster.save_model(path)
+    return compile_once(path, "sensors-b")
+
+
+class Device:
+    """The Nucleus's folders on one machine: each model component version unpacked under
+    <root>/packages/artifacts-unarchived/NAME.Model/<version>/, recipes for the IPC server."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.models = root / "packages" / "artifacts-unarchived" / MODEL
+
+    def package(self, bundle: Path, version: str, out: Path) -> dict[str, Any]:
+        """Package ``bundle`` as model component ``version``, unpack this platform's zip as
+        the Nucleus would, and return the version's Bundle configuration."""
+        options = ComponentOptions(name=NAME, version="1.0.0", model_version=version)
+        package = package_bundle(bundle, out, options, only="model")
+        assert package.model is not None
+        zip_path = package.model.zips[host_target()]
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(self.models / version / zip_path.stem)
+        recipe = yaml.safe_load(package.model.recipe.read_text())
+        self.model_recipe = package.model.recipe
+        return dict(recipe["ComponentConfiguration"]["DefaultConfiguration"]["Bundle"])
+
+
+@pytest.fixture(params=["broker", "greengrass-lite"])
+def deployed(
+    request: pytest.FixtureRequest,
+    named_bundle: tuple[Path, object],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Device, Any, dict[str, Any]]]:
+    """Model A deployed as version 1.0.0, and an IPC server that knows the three components."""
+    need(Consumer is not None, "awsiotsdk")
+    work = tmp_path_factory.mktemp("m", numbered=True)
+    device = Device(work / "gg")
+    first = device.package(named_bundle[0], "1.0.0", work / "a")
+    recipes = {
+        SERVER: write_recipe(
+            work / "server.json",
+            NAME,
+            publish=[RESPONSE],
+            subscribe=[REQUEST],
+        ),
+        CONSUMER: write_recipe(
+            work / "consumer.json", f"{NAME}.Consumer", publish=[REQUEST], subscribe=[RESPONSE]
+        ),
+        DEPLOYER: _json_recipe(device.model_recipe, work / "model.json"),
+    }
+    if request.param == "broker":
+        server: Any = BrokerProcess(work / "ipc.sock", recipes)
+    else:
+        server = LiteProcess(request.getfixturevalue("lite_build"), work / "lite", recipes)
+    server.start()
+    yield device, server, first
+    server.close()
+
+
+def _json_recipe(yaml_recipe: Path, out: Path) -> Path:
+    out.write_text(json.dumps(yaml.safe_load(yaml_recipe.read_text())))
+    return out
+
+
+def deploy_new_version(server: Any, bundle: dict[str, Any]) -> None:
+    """What a deployment of the new model component version does to its configuration."""
+    env = server.env(DEPLOYER)
+    nucleus = BuiltinTransport(
+        socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+        auth_token=env["SVCUID"],
+    )
+    nucleus.start([], lambda message: None, lambda error: None)
+    try:
+        update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": {"Bundle": bundle}}
+        nucleus._call("UpdateConfiguration", update).result(5)
+    finally:
+        nucleus.close(1)
+
+
+def test_a_new_model_version_is_served_without_a_restart(
+    deployed: tuple[Device, Any, dict[str, Any]],
+    model_b: Path,
+    named_bundle: tuple[Path, object],
+    tmp_path: Path,
+) -> None:
+    device, ipc_server, _ = deployed
+    server = ServerProcess(
+        Path("unused"),
+        ipc_server.env(SERVER),
+        tmp_path,
+        "--stats-interval",
+        "3600",
+    )
+    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
+    server.command += ["--legacy-request-topic", ""]  # the test recipes grant no legacy topics
+    server.start()
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server.wait_serving()
+        pid = server.pid
+        sent = 0
+
+        def send(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                consumer.publish(REQUEST, request(sent, [ROW]))
+                sent += 1
+
+        send(40)
+        second = device.package(model_b, "2.0.0", tmp_path / "b")
+        deploy_new_version(ipc_server, second)
+        wait_until(lambda: "now serving" in server.stdout, 5, lambda: server.stderr)
+        send(40)
+        replies = consumer.wait_for(sent, timeout=10)
+        assert server.pid == pid and server.process is not None and server.process.poll() is None
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    a, b = Model.load(named_bundle[0]), Model.load(model_b)
+    by_id = sorted(replies, key=lambda reply: reply["id"])
+    assert [r["id"] for r in by_id] == list(range(sent)), "a request was lost or answered twice"
+    shas = [r["model"]["sha256"] for r in by_id]
+    assert set(shas) == {a.sha256, b.sha256}
+    switch = shas.index(b.sha256)
+    assert shas == [a.sha256] * switch + [b.sha256] * (sent - switch)  # exactly once
+    assert 40 <= switch <= 80
+    # Each reply is what the model it names predicts.
+    assert all(
+        r["predictions"] == (a if r["model"]["sha256"] == a.sha256 else b).predict([ROW])
+        for r in by_id
+    )
+    stats = server.last_stats()
+    assert stats["model_swaps"] == 1 and stats["model_refused"] == 0
+    assert status == 0, server.stderr
+
+
+def test_a_new_version_that_fails_verification_is_refused(
+    deployed: tuple[Device, Any, dict[str, Any]], model_b: Path, tmp_path: Path
+) -> None:
+    device, ipc_server, first = deployed
+    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
+    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
+    server.command += ["--legacy-request-topic", ""]  # the test recipes grant no legacy topics
+    server.start()
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server.wait_serving()
+        second = device.package(model_b, "2.0.0", tmp_path / "b")
+        library = next((device.models / "2.0.0").rglob("libmodel.so"))
+        data = bytearray(library.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        library.write_bytes(bytes(data))
+        deploy_new_version(ipc_server, second)
+        wait_until(lambda: "refused the new model" in server.stderr, 5, lambda: server.stderr)
+        consumer.publish(REQUEST, request("after", [ROW]))
+        (reply,) = consumer.wait_for(1, timeout=5)
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    assert reply["model"]["sha256"] == first["ModelSha256"]  # the old model serves on
+    assert "sha256 is" in server.stderr  # the reason, with both hashes
+    assert server.last_stats()["model_refused"] == 1 and status == 0
