@@ -176,16 +176,8 @@ class ComponentLife:
     def _apply_settings(self) -> None:
         values = self._get([])
         config = self._server.config
-        limits = {
-            field: values[key]
-            for key, field in _LIVE_LIMITS.items()
-            if isinstance(values.get(key), int) and values[key] > 0
-        }
-        queues = {
-            field: values[key]
-            for key, field in _LIVE_QUEUES.items()
-            if isinstance(values.get(key), int) and values[key] > 0
-        }
+        limits = _positive_ints(values, _LIVE_LIMITS)
+        queues = _positive_ints(values, _LIVE_QUEUES)
         updated = _replace(config, limits=_replace(config.limits, **limits), **queues)
         if updated != config:
             self._server.apply_settings(updated)
@@ -200,6 +192,22 @@ class ComponentLife:
             self._transport.update_state(state).result(_CALL_TIMEOUT_S)
         except Exception as exc:  # nucleus lite refuses it for services it did not start
             _log.debug("UpdateState %s not accepted: %s", state, exc)
+
+
+def _positive_ints(values: dict[str, Any], fields: dict[str, str]) -> dict[str, int]:
+    """The values of ``fields`` (configuration key -> field) that are positive integers. The
+    Java Nucleus hands numbers back as doubles (7.0) and nucleus lite its defaults as strings
+    ("7"); anything else is ignored, never guessed."""
+    found = {}
+    for key, field in fields.items():
+        value = values.get(key)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            found[field] = value
+    return found
 
 
 def _replace(record: Any, **changes: Any) -> Any:

@@ -50,15 +50,16 @@ class BrokerProcess:
 
     def __init__(self, socket_path: Path, recipes: dict[str, Path]) -> None:
         self.socket_path, self.recipes = socket_path, recipes
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> BrokerProcess:
         command = [sys.executable, "-m", "edgeboost.broker", "--socket", str(self.socket_path)]
         for token, recipe in self.recipes.items():
             command += ["--recipe", f"{recipe}:{token}"]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
-        )
+        # Its log (states components report, among others) goes to a file beside the socket.
+        self.log_path = self.socket_path.with_suffix(".log")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not _accepts(self.socket_path):
             if self.process.poll() is not None or time.monotonic() > deadline:

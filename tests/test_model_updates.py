@@ -210,3 +210,43 @@ def test_a_new_version_that_fails_verification_is_refused(
     assert reply["model"]["sha256"] == first["ModelSha256"]  # the old model serves on
     assert "sha256 is" in server.stderr  # the reason, with both hashes
     assert server.last_stats()["model_refused"] == 1 and status == 0
+
+
+def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
+    deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
+) -> None:
+    device, ipc_server, _ = deployed
+    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
+    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
+    server.command += ["--legacy-request-topic", ""]
+    server.start()
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server.wait_serving()
+        if ipc_server.kind == "broker":  # nucleus lite refuses UpdateState for services it
+            # did not start itself (its gghealthd keeps states through systemd)
+            log = ipc_server.log_path
+            wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
+        consumer.publish(REQUEST, request("before", [ROW] * 3))
+        # What a deployment that merges configuration does: the component's own values change.
+        env = ipc_server.env(SERVER)
+        deployment = BuiltinTransport(
+            socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+            auth_token=env["SVCUID"],
+        )
+        deployment.start([], lambda message: None, lambda error: None)
+        try:
+            change = {"MaxRows": 2, "QueueSize": 8}
+            update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": change}
+            deployment._call("UpdateConfiguration", update).result(5)
+        finally:
+            deployment.close(1)
+        wait_until(lambda: "max rows 2," in server.stdout, 5, lambda: server.stdout)
+        consumer.publish(REQUEST, request("after", [ROW] * 3))
+        before, after = consumer.wait_for(2, timeout=5)
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    assert before["id"] == "before" and len(before["predictions"]) == 3
+    assert after["id"] == "after" and after["error"]["code"] == "too_large"
+    assert "queue 8," in server.stdout and status == 0
