@@ -47,6 +47,12 @@ _LIVE_LIMITS = {
     "MaxReplyBytes": "max_reply_bytes",
 }
 _LIVE_QUEUES = {"QueueSize": "queue_size", "OverloadQueueSize": "overload_queue_size"}
+_LIVE_TOPICS = {
+    "RequestTopic": "request_topic",
+    "ResponseTopic": "response_topic",
+    "LegacyRequestTopic": "legacy_request_topic",
+    "LegacyResponseTopic": "legacy_response_topic",
+}
 
 
 def substitute_thing_name(topic: str) -> str:
@@ -179,8 +185,40 @@ class ComponentLife:
         limits = _positive_ints(values, _LIVE_LIMITS)
         queues = _positive_ints(values, _LIVE_QUEUES)
         updated = _replace(config, limits=_replace(config.limits, **limits), **queues)
+        topics = self._topics(values)
+        if topics:
+            candidate = _replace(updated, **topics)
+            if self._resubscribe(candidate):
+                updated = candidate
         if updated != config:
             self._server.apply_settings(updated)
+
+    def _topics(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The topics the configuration gives, where they differ from the server's."""
+        config, changed = self._server.config, {}
+        for key, field in _LIVE_TOPICS.items():
+            value = values.get(key)
+            if not isinstance(value, str):
+                continue
+            topic = substitute_thing_name(value) or None  # "" turns the legacy topic off
+            if field != "legacy_request_topic" and topic is None:
+                continue
+            if topic != getattr(config, field):
+                changed[field] = topic
+        return changed
+
+    def _resubscribe(self, config: Any) -> bool:
+        """Move the subscriptions to ``config``'s request topics; False (the old ones kept)
+        when the IPC server refuses one."""
+        wanted = [t for t in (config.request_topic, config.legacy_request_topic) if t]
+        try:
+            self._transport.change_topics(wanted)
+        except IpcError as exc:
+            self._server.stats.count("topic_refused")
+            _log.error("kept the subscriptions to %s: %s", ", ".join(self._server.topics), exc)
+            return False
+        _log.info("subscribed to %s", ", ".join(wanted))
+        return True
 
     def _get(self, key_path: list[str], *, component: str | None = None) -> dict[str, Any]:
         answer = self._transport.get_configuration(key_path, component=component)

@@ -54,7 +54,7 @@ class BuiltinTransport:
         self._backoff_s = backoff_s
         self._lock = threading.Lock()
         self._connection: IpcConnection | None = None
-        self._subscriptions: list[int] = []
+        self._subscriptions: dict[str, int] = {}  # topic -> stream id
         # Configuration subscriptions: (request, event callback), renewed on every connection.
         self._watches: list[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = []
         self._topics: list[str] = []
@@ -155,15 +155,54 @@ class BuiltinTransport:
             return failed
         return connection.call(operation, request, on_event=on_event)[1]
 
+    def change_topics(self, topics: Sequence[str]) -> None:
+        """Subscribe to the topics added and drop the ones removed, all or nothing: when the IPC
+        server refuses one (IpcRefusedError), every subscription stays as it was. A topic in
+        both keeps its stream, so no message arrives twice. Not on this transport's thread."""
+        connection = self._connection
+        if connection is None:
+            raise IpcNotSentError("not connected to the IPC server")
+        with self._lock:
+            current = dict(self._subscriptions)
+        added: dict[str, int] = {}
+        try:
+            for topic in (t for t in topics if t not in current):
+                stream_id, answer = connection.call(
+                    "SubscribeToTopic",
+                    {"topic": topic},
+                    topic=topic,
+                    on_event=self._on_event,
+                    on_closed=self._on_subscription_closed,
+                )
+                answer.result(self._call_timeout_s + _PUMP_S)  # the reading thread answers it
+                added[topic] = stream_id
+        except Exception as exc:
+            for stream_id in added.values():
+                connection.terminate(stream_id)
+            if isinstance(exc, IpcRefusedError):
+                raise IpcRefusedError(
+                    exc.error,
+                    "SubscribeToTopic",
+                    f"{_message_of(exc)}; {subscribe_advice(exc.topic or '')}",
+                    topic=exc.topic,
+                ) from None
+            raise
+        removed = [stream_id for topic, stream_id in current.items() if topic not in topics]
+        with self._lock:
+            self._topics = list(topics)
+            self._subscriptions = {t: current.get(t) or added[t] for t in topics}
+        for stream_id in removed:
+            connection.terminate(stream_id)
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
     def stop_receiving(self, timeout: float) -> None:
         with self._lock:
             self._receiving = False
-            connection, streams, self._subscriptions = self._connection, self._subscriptions, []
+            connection, streams, self._subscriptions = self._connection, self._subscriptions, {}
         if connection is not None:
-            for stream_id in streams:
+            for stream_id in streams.values():
                 connection.terminate(stream_id)  # a write, bounded by the send timeout
 
     def close(self, timeout: float) -> None:
@@ -214,7 +253,7 @@ class BuiltinTransport:
             self._socket_path, self._auth_token, call_timeout_s=self._call_timeout_s
         )
         try:
-            streams = [self._subscribe(connection, topic) for topic in self._topics]
+            streams = {topic: self._subscribe(connection, topic) for topic in self._topics}
             with self._lock:
                 watches = list(self._watches)
             for request, event in watches:
@@ -227,9 +266,9 @@ class BuiltinTransport:
             raise
         with self._lock:
             if not self._receiving:  # stop_receiving ran while we were connecting
-                for stream_id in streams:
+                for stream_id in streams.values():
                     connection.terminate(stream_id)
-                streams = []
+                streams = {}
             self._connection, self._subscriptions = connection, streams
             self._connected.set()
         _log.info(
@@ -277,7 +316,7 @@ class BuiltinTransport:
                 _log.warning("IPC connection lost (%s); reconnecting", exc)
         finally:
             with self._lock:
-                self._connection, self._subscriptions = None, []
+                self._connection, self._subscriptions = None, {}
                 self._connected.clear()
             connection.close()
 

@@ -238,7 +238,8 @@ class InferenceServer:
         )
 
     def apply_settings(self, config: ServerConfig) -> None:
-        """New limits and queue sizes, from the next request on (topics need a restart)."""
+        """New limits, queue sizes and topics, from the next request on (the transport is
+        already subscribed to the request topics)."""
         self._inbox.resize(config.queue_size, config.overload_queue_size)
         self.config = config
         _log.info(

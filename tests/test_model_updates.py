@@ -37,6 +37,7 @@ NAME = "com.example.Sensors"
 MODEL = f"{NAME}.Model"
 SERVER, CONSUMER, DEPLOYER = "tok-server", "tok-consumer", "tok-model"
 ROW = dict(zip(NAMES, [0.5, -1.0, 2.0, 0.25], strict=True))
+MOVED = "edgeboost/inference/moved"  # a second request topic the server's recipe grants
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +92,13 @@ def deployed(
             work / "server.json",
             NAME,
             publish=[RESPONSE],
-            subscribe=[REQUEST],
+            subscribe=[REQUEST, MOVED],
         ),
         CONSUMER: write_recipe(
-            work / "consumer.json", f"{NAME}.Consumer", publish=[REQUEST], subscribe=[RESPONSE]
+            work / "consumer.json",
+            f"{NAME}.Consumer",
+            publish=[REQUEST, MOVED, "not/granted"],
+            subscribe=[RESPONSE],
         ),
         DEPLOYER: _json_recipe(device.model_recipe, work / "model.json"),
     }
@@ -212,6 +216,50 @@ def test_a_new_version_that_fails_verification_is_refused(
     assert server.last_stats()["model_refused"] == 1 and status == 0
 
 
+def update_own_configuration(ipc_server: Any, change: dict[str, Any]) -> None:
+    """What a deployment merging configuration does: the server component's values change."""
+    env = ipc_server.env(SERVER)
+    deployment = BuiltinTransport(
+        socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+        auth_token=env["SVCUID"],
+    )
+    deployment.start([], lambda message: None, lambda error: None)
+    try:
+        update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": change}
+        deployment._call("UpdateConfiguration", update).result(5)
+    finally:
+        deployment.close(1)
+
+
+def test_a_topic_change_moves_the_subscription_unless_refused(
+    deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
+) -> None:
+    device, ipc_server, _ = deployed
+    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
+    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
+    server.command += ["--legacy-request-topic", ""]
+    server.start()
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server.wait_serving()
+        update_own_configuration(ipc_server, {"RequestTopic": MOVED})
+        wait_until(lambda: f"subscribed to {MOVED}" in server.stdout, 5, lambda: server.stdout)
+        consumer.publish(REQUEST, request("old topic", [ROW]))
+        consumer.publish(MOVED, request("new topic", [ROW]))
+        (moved,) = consumer.wait_for(1, timeout=5)
+        # A topic the recipe does not grant: refused, and the subscription stays where it was.
+        update_own_configuration(ipc_server, {"RequestTopic": "not/granted"})
+        wait_until(lambda: "kept the subscriptions" in server.stderr, 5, lambda: server.stderr)
+        consumer.publish(MOVED, request("still", [ROW]))
+        replies = consumer.wait_for(2, timeout=5)
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    assert moved["id"] == "new topic" and "predictions" in moved
+    assert [r["id"] for r in replies] == ["new topic", "still"]  # never the old topic's
+    assert "not/granted" in server.stderr and status == 0
+
+
 def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -228,19 +276,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
             log = ipc_server.log_path
             wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
         consumer.publish(REQUEST, request("before", [ROW] * 3))
-        # What a deployment that merges configuration does: the component's own values change.
-        env = ipc_server.env(SERVER)
-        deployment = BuiltinTransport(
-            socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
-            auth_token=env["SVCUID"],
-        )
-        deployment.start([], lambda message: None, lambda error: None)
-        try:
-            change = {"MaxRows": 2, "QueueSize": 8}
-            update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": change}
-            deployment._call("UpdateConfiguration", update).result(5)
-        finally:
-            deployment.close(1)
+        update_own_configuration(ipc_server, {"MaxRows": 2, "QueueSize": 8})
         wait_until(lambda: "max rows 2," in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("after", [ROW] * 3))
         before, after = consumer.wait_for(2, timeout=5)
