@@ -30,7 +30,13 @@ from .exceptions import (
     IpcRefusedError,
     IpcUnconfirmedError,
 )
-from .transport import TOKEN_ENV, Message, component_identity, subscribe_advice
+from .transport import (
+    TOKEN_ENV,
+    Message,
+    component_identity,
+    refusal_is_final,
+    subscribe_advice,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -211,15 +217,18 @@ class GreengrassTransport:
             )
 
     def _connect_with_backoff(self, *, give_up_at: float | None) -> None:
-        """Connect and subscribe; retry faults with back-off, raise IpcRefusedError at once."""
+        """Connect and subscribe; retry faults with back-off, raise a final refusal at once."""
         delay, ceiling = self._backoff_s
+        closed_in_a_row = 0
         while not self._closing.is_set():
             try:
                 self._connect_and_subscribe()
                 return
-            except IpcRefusedError:
-                raise
             except Exception as exc:
+                closed = isinstance(exc, IpcRefusedError) and exc.error == "ConnectionClosed"
+                closed_in_a_row = closed_in_a_row + 1 if closed else 0
+                if isinstance(exc, IpcRefusedError) and refusal_is_final(exc, closed_in_a_row):
+                    raise
                 if give_up_at is not None and time.monotonic() + delay > give_up_at:
                     raise IpcError(
                         f"cannot reach the Greengrass IPC server at {self._socket_path}: "

@@ -23,7 +23,7 @@ from .ipc_connection import (
     binary_publish_request,
     received_message,
 )
-from .transport import Message, component_identity, subscribe_advice
+from .transport import Message, component_identity, refusal_is_final, subscribe_advice
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -218,13 +218,16 @@ class BuiltinTransport:
     def _run(self) -> None:
         give_up_at = time.monotonic() + self._start_timeout_s
         delay, ceiling = self._backoff_s
+        closed_in_a_row = 0
         while not self._closing.is_set():
             try:
                 connection = self._connect()
-            except IpcRefusedError as exc:  # a recipe or token problem: retrying cannot help
-                self._fail(exc)
-                return
             except (OSError, IpcError) as exc:
+                closed = isinstance(exc, IpcRefusedError) and exc.error == "ConnectionClosed"
+                closed_in_a_row = closed_in_a_row + 1 if closed else 0
+                if isinstance(exc, IpcRefusedError) and refusal_is_final(exc, closed_in_a_row):
+                    self._fail(exc)  # a recipe or token problem: retrying cannot help
+                    return
                 if not self._started.is_set() and time.monotonic() + delay > give_up_at:
                     self._fail(
                         IpcError(
@@ -241,7 +244,7 @@ class BuiltinTransport:
                 self._closing.wait(delay)
                 delay = min(ceiling, delay * 2)
                 continue
-            delay = self._backoff_s[0]
+            delay, closed_in_a_row = self._backoff_s[0], 0
             if self._started.is_set():
                 self._reconnects += 1
             self._started.set()

@@ -48,6 +48,18 @@ def component_identity(socket_path: str | None, token: str | None) -> tuple[str,
     return socket_path, token
 
 
+# A connection closed in answer to CONNECT is how nucleus lite refuses a token it does not know
+# (or forgot when it restarted), but a dying IPC server does the same once: only this many in
+# a row make a refusal.
+CLOSED_AT_CONNECT_IS_REFUSAL = 3
+
+
+def refusal_is_final(error: IpcError, closed_in_a_row: int) -> bool:
+    """Whether ``error`` from a connect attempt should stop the component (see above)."""
+    closed = getattr(error, "error", None) == "ConnectionClosed"
+    return not closed or closed_in_a_row >= CLOSED_AT_CONNECT_IS_REFUSAL
+
+
 def subscribe_advice(topic: str) -> str:
     """What to add to a recipe when SubscribeToTopic is refused."""
     return (
