@@ -141,7 +141,8 @@ class Model:
         """Predict like XGBoost's ``inplace_predict`` (float32, NaN or None = missing).
 
         Returns a numpy array (shape (n,) or (n, num_output)) when ``rows`` is a numpy array
-        or DataFrame, and otherwise a list of floats (or of lists when num_output > 1).
+        or DataFrame, and otherwise a list of floats (or of lists when num_output > 1); zero
+        rows give an empty array of that shape, or [].
         Raises InputError (a ValueError) for unusable rows, FeatureNameError for rows keyed
         by the wrong names.
         """
@@ -194,7 +195,10 @@ class Model:
         if from_numpy:
             if _empty is None:
                 _learn_numpy()
+            # Zero rows too: an empty array of the shape a batch has, (0,) or (0, n_out).
             out = _empty(n_rows if n_out == 1 else (n_rows, n_out), _float32)
+            if not n_rows:
+                return out
             status = self._c_predict(
                 from_buffer(floats, data, False),
                 n_rows,
@@ -205,6 +209,8 @@ class Model:
             if status:
                 self._native.check(status)
             return out
+        if not n_rows:
+            return []
         # A cffi-owned C array: cheaper than an array.array plus a from_buffer for it.
         out = new(floats, n_rows * n_out)
         status = self._c_predict(
