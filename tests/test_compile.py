@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
-from edgeboost.compile import ToolchainError, UnsupportedModelError, compile_bundle
-from edgeboost.compile.source import load_source_model, sniff_format
+from edgeboost.compile import ToolchainError, compile_bundle
+from edgeboost.compile.source import sniff_format
 from edgeboost.compile.toolchain import TOOLCHAINS, LibraryJob, build_libraries
 from edgeboost.runtime import Manifest
 
@@ -48,41 +48,11 @@ def test_unknown_target_is_refused(tmp_path: Path) -> None:
         compile_bundle(model, tmp_path / "b", targets=["riscv64"])
 
 
-@pytest.mark.parametrize(
-    ("params", "message"),
-    [
-        ({"objective": "multi:softmax", "num_class": 3}, "multi:softprob"),
-        ({"objective": "reg:squarederror", "booster": "gblinear"}, "not supported"),
-        ({"objective": "rank:pairwise"}, "is not supported"),
-    ],
-)
-def test_unsupported_models_are_refused_clearly(tmp_path: Path, params: dict, message: str) -> None:
-    model = _train(tmp_path, params)
-    with pytest.raises(UnsupportedModelError, match=message):
-        load_source_model(model)
-
-
-def test_categorical_features_are_refused(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    x = np.column_stack([rng.integers(0, 4, 300), rng.normal(size=300)]).astype(np.float32)
-    data = xgb.DMatrix(x, label=x[:, 1], feature_types=["c", "q"], enable_categorical=True)
-    path = tmp_path / "categorical.json"
-    xgb.train({"max_cat_to_onehot": 1}, data, 3).save_model(path)
-    with pytest.raises(UnsupportedModelError, match="categorical"):
-        load_source_model(path)
-
-
-def test_legacy_binary_models_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "model.bin"
-    path.write_bytes(b"binf\x00\x00\x00\x3f")
-    with pytest.raises(UnsupportedModelError, match="legacy binary"):
-        sniff_format(path.read_bytes())
-
-
 def test_json_and_ubjson_are_told_apart(tmp_path: Path) -> None:
     params = {"objective": "reg:squarederror"}
     assert sniff_format(_train(tmp_path, params, "a.json").read_bytes()) == "xgboost-json"
     assert sniff_format(_train(tmp_path, params, "a.ubj").read_bytes()) == "xgboost-ubjson"
+    assert sniff_format(b"binf\x00\x00\x00\x3f") is None  # see tests/test_model_files.py
 
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
