@@ -39,6 +39,9 @@ OBJECTIVES = {
     "reg:logistic": "sigmoid",
     "binary:logistic": "sigmoid",
     "multi:softprob": "softmax",
+    # The trees and margins of softprob; the value is the index of the largest margin (the
+    # first on ties) as a float32, one per row: XGBoost's softmax PredTransform.
+    "multi:softmax": "max_index",
     "count:poisson": "exponential",
     "reg:gamma": "exponential",
     "reg:tweedie": "exponential",
@@ -70,6 +73,11 @@ class SourceModel:
     def num_output(self) -> int:
         """Margins per row: num_target * num_class."""
         return self.num_target * max(self.num_class)
+
+    @property
+    def value_width(self) -> int:
+        """Values per row after the transform: 1 for max_index (a class), else num_output."""
+        return 1 if self.postprocessor == "max_index" else self.num_output
 
     def booster(self) -> Any:
         """A fresh xgboost.Booster of the same bytes (for verification)."""

@@ -44,6 +44,7 @@ class Model:
         "_num_feature",
         "_num_output",
         "_row_out",
+        "_value_width",
         "manifest",
         "path",
         "target",
@@ -60,6 +61,8 @@ class Model:
         self._row_out = native.ffi.typeof(f"float[{manifest.num_output}]")
         self._num_feature = manifest.num_feature
         self._num_output = manifest.num_output
+        # Values per row without margin: multi:softmax gives one, the class (see edgeboost.h).
+        self._value_width = 1 if manifest.postprocessor == "max_index" else manifest.num_output
         names = manifest.feature_names
         # A dict row's values in model order, as a tuple (itemgetter of one name is no tuple).
         self._named_values: Callable[[Any], tuple[Any, ...]] | None = (
@@ -121,7 +124,8 @@ class Model:
 
     @property
     def num_output(self) -> int:
-        """Values per row: 1 for regression and binary, num_class or num_target otherwise."""
+        """Margins per row: 1 for regression and binary, num_class or num_target otherwise.
+        Values (margin=False) per row are the same, except for multi:softmax: 1, the class."""
         return self.manifest.num_output
 
     @property
@@ -175,7 +179,8 @@ class Model:
                 else:
                     if status:
                         self._native.check(status)
-                    return [out[0]] if self._num_output == 1 else [unpack(out, self._num_output)]
+                    width = self._num_output if margin else self._value_width
+                    return [out[0]] if width == 1 else [unpack(out, width)]
         if (
             kind is _ndarray
             and rows.dtype is _float32
@@ -191,7 +196,7 @@ class Model:
         else:
             data, n_rows, from_numpy = to_batch(rows, num_feature, self.manifest.feature_names)
         floats = self._float_array
-        n_out = self._num_output
+        n_out = self._num_output if margin else self._value_width
         if from_numpy:
             if _empty is None:
                 _learn_numpy()

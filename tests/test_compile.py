@@ -90,3 +90,57 @@ def test_cli_backend_choices_are_the_compile_backends() -> None:
     compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
     (action,) = [a for a in compile_parser._actions if a.dest == "backend"]
     assert tuple(action.choices) == BACKENDS
+
+
+def _softmax_with_a_tie(tmp_path: Path) -> Path:
+    """multi:softmax over 3 classes whose class-2 trees are copies of the class-1 trees: their
+    margins are always equal, so wherever they lead XGBoost must answer the first, 1."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    label = np.digitize(x[:, 0], [-0.5, 0.5])
+    params = {"objective": "multi:softmax", "num_class": 3, "max_depth": 3, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(x, label=label), 4)
+    doc = json.loads(bytes(booster.save_raw("json")))
+    model = doc["learner"]["gradient_booster"]["model"]
+    trees, klass = model["trees"], model["tree_info"]
+    for i, tree in enumerate(trees):
+        if klass[i] == 2:
+            trees[i] = {**trees[i - 1], "id": tree["id"]}
+    # XGBoost 3.1+ keeps one base score per class (the class priors): tie those two as well.
+    param = doc["learner"]["learner_model_param"]
+    base = param["base_score"].strip("[]").split(",")
+    if len(base) == 3:
+        param["base_score"] = f"[{base[0]},{base[1]},{base[1]}]"
+    path = tmp_path / "softmax.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["kernel", "tl2cgen"])
+def test_multi_softmax_gives_the_class_index_as_xgboost_does(tmp_path: Path, backend: str) -> None:
+    from edgeboost.compile.parity import parity_rows, reference_predictions
+    from edgeboost.compile.source import load_source_model
+    from edgeboost.runtime import Model
+
+    path = _softmax_with_a_tie(tmp_path)
+    manifest = compile_bundle(path, tmp_path / "b", backend=backend, progress=lambda _: None)
+    assert (manifest.objective, manifest.postprocessor, manifest.num_output) == (
+        "multi:softmax",
+        "max_index",
+        3,
+    )
+    model = Model.load(tmp_path / "b")
+    source = load_source_model(path)
+    rows = parity_rows(source, 5_000, seed=4)
+    margin, value = reference_predictions(source.booster(), rows)
+    tied = (margin[:, 1] == margin[:, 2]) & (margin[:, 1] > margin[:, 0])
+    assert tied.sum() > 100 and (value[tied] == 1).all()  # the first of equal margins
+    ours = model.predict(rows)
+    assert (ours.shape, ours.dtype) == ((5_000,), np.float32)
+    assert ours.tobytes() == value.tobytes()
+    assert model.predict(rows, margin=True).tobytes() == margin.tobytes()
+    # Lists: one float per row, margins as lists of 3; single rows take another path in C.
+    assert model.predict(rows[:3].tolist()) == value[:3].tolist()
+    assert model.predict(rows[:1].tolist()) == value[:1].tolist()
+    assert model.predict(rows[:1].tolist(), margin=True) == margin[:1].tolist()
+    assert model.predict(rows[:5], margin=True).shape == (5, 3)

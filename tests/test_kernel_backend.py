@@ -514,7 +514,9 @@ def test_every_target_bit_identical_to_xgboost(
     summaries = []
     for triple in TARGETS:
         with_tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
-        ours = run_library(triple, kernel_case.library(triple), rows, cache_dir=CACHE)
+        library = kernel_case.library(triple)
+        width = kernel_case.source.value_width
+        ours = run_library(triple, library, rows, cache_dir=CACHE, value_width=width)
         report = _report(ours, reference)
         summaries.append(
             f"{triple}: {report.margin_mismatched_rows} of {report.rows:,} margins differ, "

@@ -230,7 +230,8 @@ def test_a_declared_categorical_feature_is_named_even_unsplit(tmp_path: Path) ->
         (
             {"objective": "rank:pairwise"},
             "objective 'rank:pairwise' is not supported; supported: binary:logistic, "
-            "binary:logitraw, count:poisson, multi:softprob, reg:absoluteerror, reg:gamma, "
+            "binary:logitraw, count:poisson, multi:softmax, multi:softprob, reg:absoluteerror, "
+            "reg:gamma, "
             "reg:linear, reg:logistic, reg:pseudohubererror, reg:squarederror, "
             "reg:squaredlogerror, reg:tweedie",
         ),
