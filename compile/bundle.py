@@ -6,6 +6,7 @@ only when complete and verified, so a failed build never leaves a half-written b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -75,13 +76,17 @@ def compile_bundle(
     keep_sources: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     backend: str = "kernel",
+    trees: str = "all",
 ) -> Manifest:
     """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
 
     ``backend`` is "kernel" (the default: the forest as tables walked by
     native/forest_kernel.c) or "tl2cgen" (nested if-else C, the reference). ``verify`` checks
     the host library (when built) against XGBoost on 4,096 probing rows and refuses to write
-    the bundle unless every margin is bit-identical.
+    the bundle unless every margin is bit-identical. ``trees`` is "all" (every round, as
+    Booster.predict) or "best" (up to early stopping's best_iteration, as the scikit-learn
+    wrapper predicts); manifest.json records it under "trees", and XGBoost is asked with the
+    same iteration_range.
     """
     say = progress or _log.info
     if backend not in _BACKENDS:
@@ -89,7 +94,7 @@ def compile_bundle(
     generate, adapter_name, optimization = _BACKENDS[backend]
     out_dir = Path(out_dir)
     triples = resolve_targets(targets)
-    source = load_source_model(model_path)
+    source = load_source_model(model_path, trees=trees)
     say(
         f"loaded {source.path.name}: {source.num_tree} trees, {source.num_feature} features, "
         f"objective {source.objective}"
@@ -118,10 +123,10 @@ def compile_bundle(
             built = build_libraries(library_jobs, workers=jobs or os.cpu_count() or 1, progress=say)
             libraries = {t: _install_library(staging, built[t]) for t in triples}
         manifest = _manifest(source, name, libraries, backend)
-        _write_manifest(staging, manifest)
+        _write_manifest(staging, manifest, source)
         if verify and host_target() in libraries:
             manifest = _verify_host(staging, manifest, source, say)
-            _write_manifest(staging, manifest)
+            _write_manifest(staging, manifest, source)
         _replace(out_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,8 +195,11 @@ def _tool_versions(backend: str) -> dict[str, str]:
     return versions
 
 
-def _write_manifest(staging: Path, manifest: Manifest) -> None:
-    (staging / MANIFEST_NAME).write_text(manifest.to_json())
+def _write_manifest(staging: Path, manifest: Manifest, source: SourceModel) -> None:
+    # "trees" (which rounds were compiled) is for people and tools: the runtime has no use
+    # for it and its Manifest ignores it.
+    doc = {**json.loads(manifest.to_json()), "trees": source.trees_record()}
+    (staging / MANIFEST_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     digests = {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}
     digests.update({lib.file: lib.sha256 for lib in manifest.targets.values()})
     (staging / CHECKSUMS_NAME).write_text(format_checksums(digests))
@@ -203,11 +211,13 @@ def _verify_host(
     triple = host_target()
     model = Model.load(staging, target=triple)
     rows = parity_rows(source, _VERIFY_ROWS, seed=0)
-    margin, value = reference_predictions(source.booster(), rows)
+    margin, value = reference_predictions(
+        source.booster(), rows, iteration_range=source.iteration_range
+    )
     report = compare_outputs(
         {"margin": model.predict(rows, margin=True), "value": model.predict(rows)},
         {"margin": margin, "value": value},
-        label=xgboost_label(),
+        label=xgboost_label(source.iteration_range, source.num_rounds),
     )
     if not report.exact:
         raise ParityError(

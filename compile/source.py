@@ -23,7 +23,7 @@ from .errors import UnsupportedModelError
 from .model_file import ModelFileError, first_line, load_booster, read_model_file, sniff_format
 from .native_output import native_output_to
 
-__all__ = ["OBJECTIVES", "SourceModel", "load_source_model", "sniff_format"]
+__all__ = ["OBJECTIVES", "TREE_CHOICES", "SourceModel", "load_source_model", "sniff_format"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ OBJECTIVES = {
 # What Treelite reports for each of our transforms (it knows softmax only as "softmax").
 _TREELITE_POSTPROCESSOR = {"max_index": "softmax"}
 _MIN_TREELITE = (4, 6, 1)
+# Which boosting rounds to compile (--trees). "all": what Booster.predict and inplace_predict
+# use; "best": rounds up to the best_iteration early stopping recorded, what the
+# scikit-learn wrapper's predict uses. The default is "all" (README, "Early stopping").
+TREE_CHOICES = ("all", "best")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,22 @@ class SourceModel:
     base_score: tuple[float, ...]  # float32 values, one per output, margin space
     feature_names: tuple[str, ...] | None
     feature_types: tuple[str, ...] | None
-    num_tree: int
+    num_tree: int  # compiled trees (those of iteration_range)
     num_leaf: int
     treelite_model: Any
+    num_rounds: int = 0  # boosting rounds in the file
+    best_iteration: int | None = None  # recorded by early stopping
+    trees: str = "all"  # TREE_CHOICES
+    iteration_range: tuple[int, int] = (0, 0)  # rounds compiled, as XGBoost's iteration_range
+
+    def trees_record(self) -> dict[str, Any]:
+        """Which rounds were compiled, for the manifest."""
+        return {
+            "selection": self.trees,
+            "iteration_range": list(self.iteration_range),
+            "num_rounds": self.num_rounds,
+            "best_iteration": self.best_iteration,
+        }
 
     @property
     def num_output(self) -> int:
@@ -84,7 +101,9 @@ class SourceModel:
         return load_booster(self.raw, self.path)
 
 
-def load_source_model(path: str | Path) -> SourceModel:
+def load_source_model(path: str | Path, *, trees: str = "all") -> SourceModel:
+    """Read, check and describe the model at ``path``; ``trees`` picks the rounds compiled
+    (TREE_CHOICES). Notes (an old format, early stopping) go to the log, once."""
     treelite = require("treelite")
     _check_treelite_version(treelite.__version__)
     checked = read_model_file(path, OBJECTIVES)
@@ -93,7 +112,11 @@ def load_source_model(path: str | Path) -> SourceModel:
     if note:
         _log.warning("%s", note)
     booster = checked.load_booster()
-    tl_model = _treelite_model(path, booster)
+    num_rounds = int(booster.num_boosted_rounds())
+    end = _rounds_to_compile(path, trees, checked.best_iteration, num_rounds)
+    # A slice of the booster (XGBoost's own) holds exactly the trees inplace_predict walks
+    # with iteration_range=(0, end).
+    tl_model = _treelite_model(path, booster if end == num_rounds else booster[0:end])
 
     header = tl_model.get_header_accessor()
     postprocessor = OBJECTIVES[checked.objective]
@@ -129,7 +152,43 @@ def load_source_model(path: str | Path) -> SourceModel:
         num_tree=int(tl_model.num_tree),
         num_leaf=num_leaf,
         treelite_model=tl_model,
+        num_rounds=num_rounds,
+        best_iteration=checked.best_iteration,
+        trees=trees,
+        iteration_range=(0, end),
     )
+
+
+def _rounds_to_compile(path: Path, trees: str, best: int | None, num_rounds: int) -> int:
+    """How many rounds to compile, with a note whenever early stopping makes it a choice."""
+    if trees not in TREE_CHOICES:
+        raise ValueError(f"trees must be one of {TREE_CHOICES}, got {trees!r}")
+    if best is not None and not 0 <= best < num_rounds:
+        raise ModelFileError(
+            f"{path}: learner.attributes.best_iteration is {best}, but the model has "
+            f"{num_rounds} rounds"
+        )
+    if trees == "best" and best is None:
+        raise ModelFileError(
+            f"{path}: --trees best: the model records no best_iteration (it was not trained "
+            "with early stopping); compile all its rounds with --trees all"
+        )
+    if best is None or best + 1 == num_rounds:
+        return num_rounds
+    if trees == "all":
+        _log.warning(
+            "note: %s records early stopping at round %d of %d: compiling all %d rounds, as "
+            "Booster.predict does; the scikit-learn wrapper (XGBRegressor.predict, ...) "
+            "predicts with the first %d only: --trees best compiles those",
+            path.name, best, num_rounds, num_rounds, best + 1,
+        )  # fmt: skip
+        return num_rounds
+    _log.warning(
+        "note: %s: compiling the first %d of %d rounds (--trees best: early stopping's "
+        "best_iteration %d), as the scikit-learn wrapper predicts; Booster.predict uses all %d",
+        path.name, best + 1, num_rounds, best, num_rounds,
+    )  # fmt: skip
+    return best + 1
 
 
 def _treelite_model(path: Path, booster: Any) -> Any:

@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         "branch-free kernel) or tl2cgen (nested if-else C, the reference; also for models "
         "the kernel refuses)",
     )
+    comp.add_argument(
+        "--trees",
+        choices=("all", "best"),  # compile.source.TREE_CHOICES
+        default="all",
+        help="boosting rounds to compile when the model records early stopping: all (the "
+        "default, as Booster.predict) or best (up to best_iteration, as XGBRegressor.predict)",
+    )
     comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
     comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")
     comp.add_argument("--keep-sources", type=Path, help="keep the generated C in this folder")
@@ -311,6 +318,7 @@ def _compile(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         keep_sources=args.keep_sources,
         backend=args.backend,
+        trees=args.trees,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(args.output)

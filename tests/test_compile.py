@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import xgboost as xgb
-from edgeboost.compile import ToolchainError, compile_bundle
+from edgeboost.compile import ToolchainError, UnsupportedModelError, compile_bundle
 from edgeboost.compile.source import sniff_format
 from edgeboost.compile.toolchain import TOOLCHAINS, LibraryJob, build_libraries
-from edgeboost.runtime import Manifest
+from edgeboost.runtime import Manifest, Model
 
 
 def _train(tmp_path: Path, params: dict, name: str = "m.json", **dmatrix: object) -> Path:
@@ -120,7 +121,6 @@ def _softmax_with_a_tie(tmp_path: Path) -> Path:
 def test_multi_softmax_gives_the_class_index_as_xgboost_does(tmp_path: Path, backend: str) -> None:
     from edgeboost.compile.parity import parity_rows, reference_predictions
     from edgeboost.compile.source import load_source_model
-    from edgeboost.runtime import Model
 
     path = _softmax_with_a_tie(tmp_path)
     manifest = compile_bundle(path, tmp_path / "b", backend=backend, progress=lambda _: None)
@@ -144,3 +144,94 @@ def test_multi_softmax_gives_the_class_index_as_xgboost_does(tmp_path: Path, bac
     assert model.predict(rows[:1].tolist()) == value[:1].tolist()
     assert model.predict(rows[:1].tolist(), margin=True) == margin[:1].tolist()
     assert model.predict(rows[:5], margin=True).shape == (5, 3)
+
+
+@pytest.fixture(scope="module")
+def early_stopped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """An XGBRegressor fitted with early stopping: its file keeps the rounds after the best."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4)).astype(np.float32)
+    y = x[:, 0] + rng.normal(scale=1.0, size=600)
+    model = xgb.XGBRegressor(
+        n_estimators=300, learning_rate=0.3, max_depth=4, early_stopping_rounds=10, n_jobs=1
+    )
+    model.fit(x[:400], y[:400], eval_set=[(x[400:], y[400:])], verbose=False)
+    path = tmp_path_factory.mktemp("early") / "early.json"
+    model.save_model(path)
+    booster = model.get_booster()
+    assert model.best_iteration + 11 == booster.num_boosted_rounds() < 300
+    return path, model
+
+
+def _trees_record(bundle: Path) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((bundle / "manifest.json").read_text())["trees"]
+    return record
+
+
+def test_early_stopping_compiles_all_rounds_by_default_and_says_so(
+    early_stopped: tuple[Path, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, model = early_stopped
+    best, rounds = model.best_iteration, model.get_booster().num_boosted_rounds()
+    with caplog.at_level("WARNING", logger="edgeboost.compile.source"):
+        manifest = compile_bundle(path, tmp_path / "b", progress=lambda _: None)
+    assert caplog.messages == [
+        f"note: early.json records early stopping at round {best} of {rounds}: compiling all "
+        f"{rounds} rounds, as Booster.predict does; the scikit-learn wrapper "
+        f"(XGBRegressor.predict, ...) predicts with the first {best + 1} only: --trees best "
+        "compiles those"
+    ]
+    assert _trees_record(tmp_path / "b") == {
+        "selection": "all",
+        "iteration_range": [0, rounds],
+        "num_rounds": rounds,
+        "best_iteration": best,
+    }
+    assert manifest.num_tree == rounds
+    rows = np.random.default_rng(1).normal(size=(500, 4)).astype(np.float32)
+    ours = Model.load(tmp_path / "b").predict(rows)
+    assert ours.tobytes() == model.get_booster().inplace_predict(rows).tobytes()
+    assert ours.tobytes() != model.predict(rows).tobytes()  # what --trees best is for
+
+
+@pytest.mark.parametrize("backend", ["kernel", "tl2cgen"])
+def test_trees_best_compiles_what_the_sklearn_wrapper_predicts(
+    early_stopped: tuple[Path, Any], tmp_path: Path, backend: str
+) -> None:
+    path, model = early_stopped
+    best, rounds = model.best_iteration, model.get_booster().num_boosted_rounds()
+    bundle = tmp_path / "b"
+    manifest = compile_bundle(path, bundle, trees="best", backend=backend, progress=lambda _: None)
+    assert _trees_record(bundle) == {
+        "selection": "best",
+        "iteration_range": [0, best + 1],
+        "num_rounds": rounds,
+        "best_iteration": best,
+    }
+    assert manifest.num_tree == best + 1
+    (library,) = manifest.targets.values()
+    assert library.parity is not None
+    assert library.parity["reference"].endswith(f"inplace_predict iteration_range=(0, {best + 1})")
+    rows = np.random.default_rng(1).normal(size=(500, 4)).astype(np.float32)
+    model_out = Model.load(bundle)
+    assert model_out.predict(rows).tobytes() == model.predict(rows).tobytes()
+
+
+def test_trees_best_needs_a_recorded_best_iteration(tmp_path: Path) -> None:
+    path = _train(tmp_path, {"objective": "reg:squarederror"})
+    with pytest.raises(UnsupportedModelError) as caught:
+        compile_bundle(path, tmp_path / "b", trees="best")
+    assert str(caught.value) == (
+        f"{path}: --trees best: the model records no best_iteration (it was not trained with "
+        "early stopping); compile all its rounds with --trees all"
+    )
+
+
+def test_cli_trees_choices_are_the_compile_choices() -> None:
+    from edgeboost.compile.source import TREE_CHOICES
+
+    from edgeboost.cli import _parser
+
+    compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
+    (action,) = [a for a in compile_parser._actions if a.dest == "trees"]
+    assert tuple(action.choices) == TREE_CHOICES and action.default == "all"
