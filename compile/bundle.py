@@ -28,7 +28,8 @@ from edgeboost.runtime.manifest import (
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
-from .errors import ParityError, ToolchainError
+from . import emulation
+from .errors import MissingToolError, ParityError, ToolchainError
 from .kernel_backend import KERNEL_OPTIMIZATION, KERNEL_SOURCE, write_kernel_sources
 from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
 from .source import SourceModel, load_source_model
@@ -46,6 +47,10 @@ _BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str,
 }
 BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
+_HOW_TO_VERIFY = (
+    "apt-get install qemu-user-static (and the target's libc6-dev-*-cross), then run "
+    "edgeboost compile again"
+)
 # native/ code every library has, whatever the backend (status messages, ABI version).
 COMMON_SOURCE = "edgeboost_common.c"
 
@@ -124,8 +129,8 @@ def compile_bundle(
             libraries = {t: _install_library(staging, built[t]) for t in triples}
         manifest = _manifest(source, name, libraries, backend)
         _write_manifest(staging, manifest, source)
-        if verify and host_target() in libraries:
-            manifest = _verify_host(staging, manifest, source, say)
+        if verify:
+            manifest = _verify(staging, manifest, source, say)
             _write_manifest(staging, manifest, source)
         _replace(out_dir, staging)
     except BaseException:
@@ -205,29 +210,50 @@ def _write_manifest(staging: Path, manifest: Manifest, source: SourceModel) -> N
     (staging / CHECKSUMS_NAME).write_text(format_checksums(digests))
 
 
-def _verify_host(
+def _verify(
     staging: Path, manifest: Manifest, source: SourceModel, say: Callable[[str], None]
 ) -> Manifest:
-    triple = host_target()
-    model = Model.load(staging, target=triple)
+    """Check every library against XGBoost on the same probing rows; refuse the bundle on any
+    difference. The host's is loaded by the runtime; another target's runs under qemu-user
+    (native/parity_driver.c). Without qemu (or the target's C library) that target's parity
+    says "not verified", why, and how to verify."""
     rows = parity_rows(source, _VERIFY_ROWS, seed=0)
     margin, value = reference_predictions(
         source.booster(), rows, iteration_range=source.iteration_range
     )
-    report = compare_outputs(
-        {"margin": model.predict(rows, margin=True), "value": model.predict(rows)},
-        {"margin": margin, "value": value},
-        label=xgboost_label(source.iteration_range, source.num_rounds),
-    )
-    if not report.exact:
-        raise ParityError(
-            f"{triple} library disagrees with XGBoost on {report.margin_mismatched_rows} of "
-            f"{report.rows} rows (max margin difference {report.max_abs_margin_difference:.3g}, "
-            f"max {report.max_ulp_transformed} ULP after the transform); bundle not written"
-        )
-    say(f"verified {triple} against {report.reference}: {report.rows} rows, margins bit-identical")
+    reference = {"margin": margin, "value": value}
+    label = xgboost_label(source.iteration_range, source.num_rounds)
     targets = dict(manifest.targets)
-    targets[triple] = replace(targets[triple], parity=report.as_dict())
+    for triple, library in targets.items():
+        if not emulation.needs_emulation(triple):
+            model = Model.load(staging, target=triple)
+            ours = {"margin": model.predict(rows, margin=True), "value": model.predict(rows)}
+            how = "in process, edgeboost.runtime"
+        else:
+            try:
+                outputs = emulation.run_library(
+                    triple, staging / library.file, rows, value_width=source.value_width
+                )
+            except MissingToolError as exc:
+                say(f"{triple}: not verified: {exc}; then compile again to verify it")
+                parity = {"verified": False, "reason": str(exc), "to_verify": _HOW_TO_VERIFY}
+                targets[triple] = replace(library, parity=parity)
+                continue
+            ours = dict(zip(("margin", "value"), outputs, strict=True))
+            how = "qemu-user, native/parity_driver.c"
+        report = compare_outputs(ours, reference, label=label)
+        if not report.exact:
+            raise ParityError(
+                f"{triple} library disagrees with XGBoost on {report.margin_mismatched_rows} of "
+                f"{report.rows} rows (max margin difference "
+                f"{report.max_abs_margin_difference:.3g}, max {report.max_ulp_transformed} ULP "
+                "after the transform); bundle not written"
+            )
+        say(f"verified {triple} against {report.reference}: {report.rows} rows, margins "
+            f"bit-identical ({how})")  # fmt: skip
+        targets[triple] = replace(
+            library, parity={**report.as_dict(), "verified": True, "method": how}
+        )
     return replace(manifest, targets=targets)
 
 

@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-from edgeboost.compile import ToolchainError, UnsupportedModelError, compile_bundle
+from edgeboost.compile import ParityError, ToolchainError, UnsupportedModelError, compile_bundle
 from edgeboost.compile.source import sniff_format
 from edgeboost.compile.toolchain import TOOLCHAINS, LibraryJob, build_libraries
 from edgeboost.runtime import Manifest, Model
+
+from .compiled_case import with_tool
+from .conftest import need
 
 
 def _train(tmp_path: Path, params: dict, name: str = "m.json", **dmatrix: object) -> Path:
@@ -235,3 +238,98 @@ def test_cli_trees_choices_are_the_compile_choices() -> None:
     compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
     (action,) = [a for a in compile_parser._actions if a.dest == "trees"]
     assert tuple(action.choices) == TREE_CHOICES and action.default == "all"
+
+
+EMULATED = ("aarch64-linux-gnu", "armv7-linux-gnueabihf")
+
+
+def _need_cross_compilers() -> None:
+    for triple in EMULATED:
+        try:
+            TOOLCHAINS[triple].resolve()
+        except ToolchainError as exc:
+            need(False, f"the {triple} cross compiler [{exc}]")
+
+
+def test_target_all_verifies_every_target(tmp_path: Path) -> None:
+    from edgeboost.compile.emulation import qemu_prefix
+
+    _need_cross_compilers()
+    for triple in EMULATED:
+        with_tool(f"qemu for {triple}", lambda triple=triple: qemu_prefix(triple))
+    path = _train(tmp_path, {"objective": "multi:softmax", "num_class": 3})
+    said: list[str] = []
+    manifest = compile_bundle(path, tmp_path / "b", targets=["all"], progress=said.append)
+    assert set(manifest.targets) == {"x86_64-linux-gnu", *EMULATED}
+    for triple, library in manifest.targets.items():
+        parity = library.parity
+        assert parity is not None and parity["verified"] is True, triple
+        assert (parity["rows"], parity["margin_mismatched_rows"]) == (4096, 0), triple
+        method = "qemu-user, native/parity_driver.c" if triple in EMULATED else "in process"
+        assert parity["method"].startswith(method), triple
+        assert (
+            f"verified {triple} against xgboost {xgb.__version__} inplace_predict: 4096 rows, "
+            f"margins bit-identical ({parity['method']})"
+        ) in said
+
+
+def test_without_qemu_the_manifest_says_not_verified_and_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from edgeboost.compile import emulation
+
+    _need_cross_compilers()
+    which = shutil.which
+    monkeypatch.setattr(
+        emulation.shutil, "which", lambda name: None if name.startswith("qemu") else which(name)
+    )
+    path = _train(tmp_path, {"objective": "reg:squarederror"})
+    said: list[str] = []
+    manifest = compile_bundle(path, tmp_path / "b", targets=["all"], progress=said.append)
+    assert manifest.targets["x86_64-linux-gnu"].parity["verified"] is True  # type: ignore[index]
+    for triple, qemu in zip(EMULATED, ("qemu-aarch64-static", "qemu-arm-static"), strict=True):
+        reason = (
+            f"{qemu} is not on PATH (needed to run {triple} code here); install it with: "
+            "apt-get install qemu-user-static"
+        )
+        assert manifest.targets[triple].parity == {
+            "verified": False,
+            "reason": reason,
+            "to_verify": "apt-get install qemu-user-static (and the target's "
+            "libc6-dev-*-cross), then run edgeboost compile again",
+        }
+        assert f"{triple}: not verified: {reason}; then compile again to verify it" in said
+    assert Manifest.read(tmp_path / "b").targets[EMULATED[0]].parity == (
+        manifest.targets[EMULATED[0]].parity
+    )
+
+
+def test_a_target_that_disagrees_with_xgboost_is_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeboost.compile import emulation
+    from edgeboost.compile.parity import parity_rows, reference_predictions
+    from edgeboost.compile.source import load_source_model
+
+    _need_cross_compilers()
+    path = _train(tmp_path, {"objective": "reg:squarederror"})
+    source = load_source_model(path)
+    reference = reference_predictions(source.booster(), parity_rows(source, 4096, seed=0))
+
+    def off_by_one_ulp(triple: str, library: Path, rows: np.ndarray, **kwargs: Any) -> Any:
+        margin, value = reference
+        nudged = margin.copy()
+        nudged[7] = np.nextafter(nudged[7], np.float32(np.inf))
+        return nudged, value
+
+    monkeypatch.setattr(emulation, "run_library", off_by_one_ulp)
+    with pytest.raises(ParityError) as caught:
+        compile_bundle(path, tmp_path / "b", targets=["all"], progress=lambda _: None)
+    gap = float(np.nextafter(reference[0][7], np.float32(np.inf))) - float(reference[0][7])
+    assert str(caught.value) == (
+        "aarch64-linux-gnu library disagrees with XGBoost on 1 of 4096 rows (max margin "
+        f"difference {gap:.3g}, max 0 ULP after the transform); bundle not written"
+    )
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
