@@ -364,7 +364,9 @@ class _Checker:
             raise self.fail(f"{where}: expected an object, found {_describe(tree)}")
         param = self.get(tree, "tree_param", dict, where)
         nodes = self.number(param, "num_nodes", f"{where}.tree_param")
-        if self.number(param, "size_leaf_vector", f"{where}.tree_param") > 1:
+        # Absent in some versions' files: then a tree has scalar leaves.
+        vector = "size_leaf_vector" in param
+        if vector and self.number(param, "size_leaf_vector", f"{where}.tree_param") > 1:
             raise self.fail(
                 f"tree {index} has vector leaves (multi_strategy='multi_output_tree'); edgeboost "
                 "compiles one output per tree: train with multi_strategy='one_output_per_tree'"
