@@ -6,6 +6,7 @@ only when complete and verified, so a failed build never leaves a half-written b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -27,7 +28,8 @@ from edgeboost.runtime.manifest import (
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
-from .errors import ParityError, ToolchainError
+from . import emulation
+from .errors import MissingToolError, ParityError, ToolchainError
 from .kernel_backend import KERNEL_OPTIMIZATION, KERNEL_SOURCE, write_kernel_sources
 from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
 from .source import SourceModel, load_source_model
@@ -45,6 +47,10 @@ _BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str,
 }
 BACKENDS = tuple(_BACKENDS)
 _VERIFY_ROWS = 4096
+_HOW_TO_VERIFY = (
+    "apt-get install qemu-user-static (and the target's libc6-dev-*-cross), then run "
+    "edgeboost compile again"
+)
 # native/ code every library has, whatever the backend (status messages, ABI version).
 COMMON_SOURCE = "edgeboost_common.c"
 
@@ -75,13 +81,17 @@ def compile_bundle(
     keep_sources: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     backend: str = "kernel",
+    trees: str = "all",
 ) -> Manifest:
     """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
 
     ``backend`` is "kernel" (the default: the forest as tables walked by
     native/forest_kernel.c) or "tl2cgen" (nested if-else C, the reference). ``verify`` checks
     the host library (when built) against XGBoost on 4,096 probing rows and refuses to write
-    the bundle unless every margin is bit-identical.
+    the bundle unless every margin is bit-identical. ``trees`` is "all" (every round, as
+    Booster.predict) or "best" (up to early stopping's best_iteration, as the scikit-learn
+    wrapper predicts); manifest.json records it under "trees", and XGBoost is asked with the
+    same iteration_range.
     """
     say = progress or _log.info
     if backend not in _BACKENDS:
@@ -89,7 +99,7 @@ def compile_bundle(
     generate, adapter_name, optimization = _BACKENDS[backend]
     out_dir = Path(out_dir)
     triples = resolve_targets(targets)
-    source = load_source_model(model_path)
+    source = load_source_model(model_path, trees=trees)
     say(
         f"loaded {source.path.name}: {source.num_tree} trees, {source.num_feature} features, "
         f"objective {source.objective}"
@@ -118,10 +128,10 @@ def compile_bundle(
             built = build_libraries(library_jobs, workers=jobs or os.cpu_count() or 1, progress=say)
             libraries = {t: _install_library(staging, built[t]) for t in triples}
         manifest = _manifest(source, name, libraries, backend)
-        _write_manifest(staging, manifest)
-        if verify and host_target() in libraries:
-            manifest = _verify_host(staging, manifest, source, say)
-            _write_manifest(staging, manifest)
+        _write_manifest(staging, manifest, source)
+        if verify:
+            manifest = _verify(staging, manifest, source, say)
+            _write_manifest(staging, manifest, source)
         _replace(out_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,34 +200,60 @@ def _tool_versions(backend: str) -> dict[str, str]:
     return versions
 
 
-def _write_manifest(staging: Path, manifest: Manifest) -> None:
-    (staging / MANIFEST_NAME).write_text(manifest.to_json())
+def _write_manifest(staging: Path, manifest: Manifest, source: SourceModel) -> None:
+    # "trees" (which rounds were compiled) is for people and tools: the runtime has no use
+    # for it and its Manifest ignores it.
+    doc = {**json.loads(manifest.to_json()), "trees": source.trees_record()}
+    (staging / MANIFEST_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     digests = {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}
     digests.update({lib.file: lib.sha256 for lib in manifest.targets.values()})
     (staging / CHECKSUMS_NAME).write_text(format_checksums(digests))
 
 
-def _verify_host(
+def _verify(
     staging: Path, manifest: Manifest, source: SourceModel, say: Callable[[str], None]
 ) -> Manifest:
-    triple = host_target()
-    model = Model.load(staging, target=triple)
+    """Check every library against XGBoost on the same probing rows; refuse the bundle on any
+    difference. The host's is loaded by the runtime; another target's runs under qemu-user
+    (native/parity_driver.c). Without qemu (or the target's C library) that target's parity
+    says "not verified", why, and how to verify."""
     rows = parity_rows(source, _VERIFY_ROWS, seed=0)
-    margin, value = reference_predictions(source.booster(), rows)
-    report = compare_outputs(
-        {"margin": model.predict(rows, margin=True), "value": model.predict(rows)},
-        {"margin": margin, "value": value},
-        label=xgboost_label(),
+    margin, value = reference_predictions(
+        source.booster(), rows, iteration_range=source.iteration_range
     )
-    if not report.exact:
-        raise ParityError(
-            f"{triple} library disagrees with XGBoost on {report.margin_mismatched_rows} of "
-            f"{report.rows} rows (max margin difference {report.max_abs_margin_difference:.3g}, "
-            f"max {report.max_ulp_transformed} ULP after the transform); bundle not written"
-        )
-    say(f"verified {triple} against {report.reference}: {report.rows} rows, margins bit-identical")
+    reference = {"margin": margin, "value": value}
+    label = xgboost_label(source.iteration_range, source.num_rounds)
     targets = dict(manifest.targets)
-    targets[triple] = replace(targets[triple], parity=report.as_dict())
+    for triple, library in targets.items():
+        if not emulation.needs_emulation(triple):
+            model = Model.load(staging, target=triple)
+            ours = {"margin": model.predict(rows, margin=True), "value": model.predict(rows)}
+            how = "in process, edgeboost.runtime"
+        else:
+            try:
+                outputs = emulation.run_library(
+                    triple, staging / library.file, rows, value_width=source.value_width
+                )
+            except MissingToolError as exc:
+                say(f"{triple}: not verified: {exc}; then compile again to verify it")
+                parity = {"verified": False, "reason": str(exc), "to_verify": _HOW_TO_VERIFY}
+                targets[triple] = replace(library, parity=parity)
+                continue
+            ours = dict(zip(("margin", "value"), outputs, strict=True))
+            how = "qemu-user, native/parity_driver.c"
+        report = compare_outputs(ours, reference, label=label)
+        if not report.exact:
+            raise ParityError(
+                f"{triple} library disagrees with XGBoost on {report.margin_mismatched_rows} of "
+                f"{report.rows} rows (max margin difference "
+                f"{report.max_abs_margin_difference:.3g}, max {report.max_ulp_transformed} ULP "
+                "after the transform); bundle not written"
+            )
+        say(f"verified {triple} against {report.reference}: {report.rows} rows, margins "
+            f"bit-identical ({how})")  # fmt: skip
+        targets[triple] = replace(
+            library, parity={**report.as_dict(), "verified": True, "method": how}
+        )
     return replace(manifest, targets=targets)
 
 

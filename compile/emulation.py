@@ -214,8 +214,12 @@ def write_rows(path: str | Path, rows: np.ndarray) -> None:
         file.write(data.tobytes())
 
 
-def read_outputs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read the driver's output: (margin, value), shaped (n,) or (n, n_out) like XGBoost's."""
+def read_outputs(path: str | Path, value_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read the driver's output: (margin, value), shaped (n,) or (n, n_out) like XGBoost's.
+
+    ``value_width``: values per row without margin when they are fewer than the margins
+    (1 for multi:softmax, whose library writes the class indices to the first n_rows slots).
+    """
     blob = Path(path).read_bytes()
     if len(blob) < _HEADER.size:
         raise EmulationError(f"{path}: truncated driver output ({len(blob)} bytes)")
@@ -229,7 +233,9 @@ def read_outputs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     shape = (n_rows,) if n_out == 1 else (n_rows, n_out)
     margin, value = np.split(values, 2)
-    return margin.reshape(shape), value.reshape(shape)
+    width = n_out if value_width is None else value_width
+    value = value[: n_rows * width]
+    return margin.reshape(shape), value.reshape((n_rows,) if width == 1 else (n_rows, width))
 
 
 def run_library(
@@ -239,8 +245,11 @@ def run_library(
     *,
     cache_dir: str | Path | None = None,
     timeout: float = 900.0,
+    value_width: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predict ``rows`` with a ``triple`` model library via the driver: (margin, value)."""
+    """Predict ``rows`` with a ``triple`` model library via the driver: (margin, value).
+
+    ``value_width``: see ``read_outputs`` (``SourceModel.value_width``)."""
     library = Path(library_path).resolve()
     if not library.is_file():
         raise EmulationError(f"{library}: no such library")
@@ -251,7 +260,7 @@ def run_library(
         write_rows(rows_file, rows)
         command = [*prefix, str(driver), str(library), str(rows_file), str(out_file)]
         _check_run(command, f"the parity driver failed on {triple}", timeout=timeout)
-        margin, value = read_outputs(out_file)
+        margin, value = read_outputs(out_file, value_width)
     if len(margin) != len(rows):
         raise EmulationError(f"driver returned {len(margin)} rows for {len(rows)}")
     return margin, value

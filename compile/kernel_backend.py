@@ -66,6 +66,7 @@ _TRANSFORMS = {
     "sigmoid": "EB_TRANSFORM_SIGMOID",
     "softmax": "EB_TRANSFORM_SOFTMAX",
     "exponential": "EB_TRANSFORM_EXP",
+    "max_index": "EB_TRANSFORM_MAX_INDEX",
 }
 # Treelite's enums: Operator::kLT and TreeNodeType::kNumericalTestNode.
 _OP_LESS_THAN = 2

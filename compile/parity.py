@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -84,10 +85,13 @@ def parity_rows(source: SourceModel, n_rows: int, *, seed: int = 0) -> np.ndarra
     return rows
 
 
-def reference_predictions(booster: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """XGBoost's margin and transformed output for float32 rows (NaN = missing)."""
-    margin = booster.inplace_predict(rows, predict_type="margin", missing=np.nan)
-    value = booster.inplace_predict(rows, predict_type="value", missing=np.nan)
+def reference_predictions(
+    booster: Any, rows: np.ndarray, *, iteration_range: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """XGBoost's margin and transformed output for float32 rows (NaN = missing), from the
+    rounds in ``iteration_range`` ((0, 0): all; see SourceModel.iteration_range)."""
+    predict = partial(booster.inplace_predict, missing=np.nan, iteration_range=iteration_range)
+    margin, value = predict(rows, predict_type="margin"), predict(rows, predict_type="value")
     return np.asarray(margin, dtype=np.float32), np.asarray(value, dtype=np.float32)
 
 
@@ -128,5 +132,9 @@ def compare_outputs(
     )
 
 
-def xgboost_label() -> str:
-    return f"xgboost {require('xgboost').__version__} inplace_predict"
+def xgboost_label(iteration_range: tuple[int, int] = (0, 0), num_rounds: int = 0) -> str:
+    """What the reference was: the XGBoost call, with its iteration_range when not all."""
+    label = f"xgboost {require('xgboost').__version__} inplace_predict"
+    if iteration_range not in ((0, 0), (0, num_rounds)):
+        label += f" iteration_range=({iteration_range[0]}, {iteration_range[1]})"
+    return label

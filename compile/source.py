@@ -1,8 +1,9 @@
 """Load an XGBoost booster file (JSON or UBJSON, any XGBoost >= 1.0) and describe it.
 
-Trees come from Treelite (>= 4.6.1: older versions fail on XGBoost 3.1+ models or drop
-their base score); names, types and objective come from XGBoost itself, which reads every
-format it ever wrote.
+The file is read and checked first (compile/model_file.py: every model that cannot be
+compiled is refused in one line); XGBoost, which reads every format it ever wrote, then loads
+it, and Treelite (>= 4.6.1: older versions fail on XGBoost 3.1+ models or drop their base
+score) reads the trees from XGBoost's own re-save of it, so it never sees an old format.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,15 @@ import numpy as np
 
 from ._deps import require
 from .errors import UnsupportedModelError
+from .model_file import ModelFileError, first_line, load_booster, read_model_file, sniff_format
+from .native_output import native_output_to
 
-__all__ = ["OBJECTIVES", "SourceModel", "load_source_model"]
+__all__ = ["OBJECTIVES", "TREE_CHOICES", "SourceModel", "load_source_model", "sniff_format"]
 
 _log = logging.getLogger(__name__)
 
-# Objective -> the transform Treelite must report for it. Anything else is refused rather
-# than compiled into something that might not match XGBoost.
+# Objective -> the transform edgeboost applies (margin=False), as XGBoost's objective does.
+# Anything else is refused rather than compiled into something that might not match XGBoost.
 OBJECTIVES = {
     "reg:squarederror": "identity",
     "reg:squaredlogerror": "identity",
@@ -35,11 +39,20 @@ OBJECTIVES = {
     "reg:logistic": "sigmoid",
     "binary:logistic": "sigmoid",
     "multi:softprob": "softmax",
+    # The trees and margins of softprob; the value is the index of the largest margin (the
+    # first on ties) as a float32, one per row: XGBoost's softmax PredTransform.
+    "multi:softmax": "max_index",
     "count:poisson": "exponential",
     "reg:gamma": "exponential",
     "reg:tweedie": "exponential",
 }
+# What Treelite reports for each of our transforms (it knows softmax only as "softmax").
+_TREELITE_POSTPROCESSOR = {"max_index": "softmax"}
 _MIN_TREELITE = (4, 6, 1)
+# Which boosting rounds to compile (--trees). "all": what Booster.predict and inplace_predict
+# use; "best": rounds up to the best_iteration early stopping recorded, what the
+# scikit-learn wrapper's predict uses. The default is "all" (README, "Early stopping").
+TREE_CHOICES = ("all", "best")
 
 
 @dataclass(frozen=True)
@@ -56,55 +69,60 @@ class SourceModel:
     base_score: tuple[float, ...]  # float32 values, one per output, margin space
     feature_names: tuple[str, ...] | None
     feature_types: tuple[str, ...] | None
-    num_tree: int
+    num_tree: int  # compiled trees (those of iteration_range)
     num_leaf: int
     treelite_model: Any
+    num_rounds: int = 0  # boosting rounds in the file
+    best_iteration: int | None = None  # recorded by early stopping
+    trees: str = "all"  # TREE_CHOICES
+    iteration_range: tuple[int, int] = (0, 0)  # rounds compiled, as XGBoost's iteration_range
+
+    def trees_record(self) -> dict[str, Any]:
+        """Which rounds were compiled, for the manifest."""
+        return {
+            "selection": self.trees,
+            "iteration_range": list(self.iteration_range),
+            "num_rounds": self.num_rounds,
+            "best_iteration": self.best_iteration,
+        }
 
     @property
     def num_output(self) -> int:
+        """Margins per row: num_target * num_class."""
         return self.num_target * max(self.num_class)
+
+    @property
+    def value_width(self) -> int:
+        """Values per row after the transform: 1 for max_index (a class), else num_output."""
+        return 1 if self.postprocessor == "max_index" else self.num_output
 
     def booster(self) -> Any:
         """A fresh xgboost.Booster of the same bytes (for verification)."""
-        xgb = require("xgboost")
-        return xgb.Booster(model_file=bytearray(self.raw))
+        return load_booster(self.raw, self.path)
 
 
-def sniff_format(raw: bytes) -> str:
-    """JSON and UBJSON both start with '{'; JSON's next significant byte is '"' or '}'."""
-    stripped = raw.lstrip()
-    if not stripped.startswith(b"{"):
-        raise UnsupportedModelError(
-            "not an XGBoost JSON/UBJSON model (legacy binary models are not supported; "
-            "re-save with booster.save_model('model.json'))"
-        )
-    return "xgboost-json" if stripped[1:].lstrip()[:1] in (b'"', b"}") else "xgboost-ubjson"
-
-
-def load_source_model(path: str | Path) -> SourceModel:
+def load_source_model(path: str | Path, *, trees: str = "all") -> SourceModel:
+    """Read, check and describe the model at ``path``; ``trees`` picks the rounds compiled
+    (TREE_CHOICES). Notes (an old format, early stopping) go to the log, once."""
     treelite = require("treelite")
     _check_treelite_version(treelite.__version__)
-    path = Path(path)
-    raw = path.read_bytes()
-    fmt = sniff_format(raw)
-    booster = require("xgboost").Booster(model_file=bytearray(raw))
-    config = json.loads(booster.save_config())
-    objective = config["learner"]["objective"]["name"]
-    kind = config["learner"]["gradient_booster"]["name"]
-    if kind != "gbtree":
-        raise UnsupportedModelError(f"{path}: booster {kind!r} is not supported; use gbtree")
-    try:
-        tl_model = treelite.frontend.load_xgboost_model(
-            path, format_choice="json" if fmt == "xgboost-json" else "ubjson"
-        )
-    except treelite.TreeliteError as exc:
-        raise UnsupportedModelError(f"{path}: Treelite cannot load it: {exc}") from exc
+    checked = read_model_file(path, OBJECTIVES)
+    path = checked.path
+    note = checked.old_format_note()
+    if note:
+        _log.warning("%s", note)
+    booster = checked.load_booster()
+    num_rounds = int(booster.num_boosted_rounds())
+    end = _rounds_to_compile(path, trees, checked.best_iteration, num_rounds)
+    # A slice of the booster (XGBoost's own) holds exactly the trees inplace_predict walks
+    # with iteration_range=(0, end).
+    tl_model = _treelite_model(path, booster if end == num_rounds else booster[0:end])
 
     header = tl_model.get_header_accessor()
-    postprocessor = str(header.get_field("postprocessor"))
+    postprocessor = OBJECTIVES[checked.objective]
     num_class = tuple(int(c) for c in header.get_field("num_class"))
     leaf_shape = tuple(int(d) for d in header.get_field("leaf_vector_shape"))
-    _check_supported(objective, postprocessor, leaf_shape, booster.feature_types)
+    _check_supported(path, checked.objective, str(header.get_field("postprocessor")), leaf_shape)
 
     num_target = int(header.get_field("num_target")[0])
     num_output = num_target * max(num_class)
@@ -116,16 +134,14 @@ def load_source_model(path: str | Path) -> SourceModel:
     num_leaf = 0
     for i in range(tl_model.num_tree):
         tree = tl_model.get_tree_accessor(i)
-        if int(tree.get_field("has_categorical_split")[0]):
-            raise UnsupportedModelError(f"{path}: tree {i} has categorical splits")
         num_leaf += _reachable_leaves(tree.get_field("cleft"), tree.get_field("cright"))
 
     return SourceModel(
         path=path,
-        raw=raw,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        format=fmt,
-        objective=objective,
+        raw=checked.raw,
+        sha256=hashlib.sha256(checked.raw).hexdigest(),
+        format=checked.format,
+        objective=checked.objective,
         postprocessor=postprocessor,
         num_feature=int(tl_model.num_feature),
         num_target=num_target,
@@ -136,7 +152,58 @@ def load_source_model(path: str | Path) -> SourceModel:
         num_tree=int(tl_model.num_tree),
         num_leaf=num_leaf,
         treelite_model=tl_model,
+        num_rounds=num_rounds,
+        best_iteration=checked.best_iteration,
+        trees=trees,
+        iteration_range=(0, end),
     )
+
+
+def _rounds_to_compile(path: Path, trees: str, best: int | None, num_rounds: int) -> int:
+    """How many rounds to compile, with a note whenever early stopping makes it a choice."""
+    if trees not in TREE_CHOICES:
+        raise ValueError(f"trees must be one of {TREE_CHOICES}, got {trees!r}")
+    if best is not None and not 0 <= best < num_rounds:
+        raise ModelFileError(
+            f"{path}: learner.attributes.best_iteration is {best}, but the model has "
+            f"{num_rounds} rounds"
+        )
+    if trees == "best" and best is None:
+        raise ModelFileError(
+            f"{path}: --trees best: the model records no best_iteration (it was not trained "
+            "with early stopping); compile all its rounds with --trees all"
+        )
+    if best is None or best + 1 == num_rounds:
+        return num_rounds
+    if trees == "all":
+        _log.warning(
+            "note: %s records early stopping at round %d of %d: compiling all %d rounds, as "
+            "Booster.predict does; the scikit-learn wrapper (XGBRegressor.predict, ...) "
+            "predicts with the first %d only: --trees best compiles those",
+            path.name, best, num_rounds, num_rounds, best + 1,
+        )  # fmt: skip
+        return num_rounds
+    _log.warning(
+        "note: %s: compiling the first %d of %d rounds (--trees best: early stopping's "
+        "best_iteration %d), as the scikit-learn wrapper predicts; Booster.predict uses all %d",
+        path.name, best + 1, num_rounds, best, num_rounds,
+    )  # fmt: skip
+    return best + 1
+
+
+def _treelite_model(path: Path, booster: Any) -> Any:
+    """Treelite's model of ``booster``'s trees, read from XGBoost's UBJSON re-save of it."""
+    treelite = require("treelite")
+    with tempfile.TemporaryFile() as captured:
+        try:
+            with native_output_to(captured):
+                return treelite.frontend.from_xgboost_ubjson(booster.save_raw(raw_format="ubj"))
+        except treelite.TreeliteError as exc:
+            raise ModelFileError(f"{path}: Treelite cannot load it: {first_line(exc)}") from None
+        finally:
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                _log.debug("treelite: %s", line)
 
 
 def _xgboost_base_margin(booster: Any, num_feature: int) -> np.ndarray:
@@ -187,26 +254,18 @@ def _check_treelite_version(version: str) -> None:
 
 
 def _check_supported(
-    objective: str, postprocessor: str, leaf_shape: tuple[int, ...], feature_types: Any
+    path: Path, objective: str, treelite_postprocessor: str, leaf_shape: tuple[int, ...]
 ) -> None:
-    if objective == "multi:softmax":
+    """What compile/model_file.py checked in the document, checked again in what Treelite
+    made of it: a difference means a format neither expected."""
+    expected = OBJECTIVES[objective]
+    if _TREELITE_POSTPROCESSOR.get(expected, expected) != treelite_postprocessor:
         raise UnsupportedModelError(
-            "objective multi:softmax predicts class indices; train with multi:softprob "
-            "(the same trees) and take the argmax of the probabilities"
-        )
-    if objective not in OBJECTIVES:
-        raise UnsupportedModelError(
-            f"objective {objective!r} is not supported; supported: {sorted(OBJECTIVES)}"
-        )
-    if OBJECTIVES[objective] != postprocessor:
-        raise UnsupportedModelError(
-            f"objective {objective} should map to transform {OBJECTIVES[objective]!r}, "
-            f"but Treelite reports {postprocessor!r}"
+            f"{path}: objective {objective} should map to transform {expected!r}, "
+            f"but Treelite reports {treelite_postprocessor!r}"
         )
     if leaf_shape != (1, 1):
         raise UnsupportedModelError(
-            f"vector-leaf trees (multi_strategy=multi_output_tree, leaf shape {leaf_shape}) "
-            "are not supported; train with multi_strategy=one_output_per_tree"
+            f"{path}: vector-leaf trees (multi_strategy=multi_output_tree, leaf shape "
+            f"{leaf_shape}) are not supported; train with multi_strategy=one_output_per_tree"
         )
-    if feature_types and any(t == "c" for t in feature_types):
-        raise UnsupportedModelError("categorical features are not supported yet")

@@ -37,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     from edgeboost.runtime.exceptions import EdgeboostError
 
+    debug = getattr(args, "debug", False)
     try:
         result: int = args.handler(args)
         return result
     except EdgeboostError as exc:
+        if debug:
+            import traceback  # only here: devices start this module on every serve
+
+            traceback.print_exc()
         print(f"edgeboost {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -50,6 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"edgeboost {args.command}: error: {exc}\n"
             "hint: host-side commands need extras: pip install 'edgeboost[compile]' (or [train])",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:
+        # compile reads files from anywhere: whatever XGBoost, Treelite or a compiler does
+        # that was not foreseen is still one line, unless --debug asks for the traceback.
+        if args.command != "compile" or debug:
+            raise
+        lines = str(exc).strip().splitlines()
+        print(
+            f"edgeboost compile: error: {type(exc).__name__}: {lines[0] if lines else ''} "
+            "(unexpected; run again with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
@@ -87,9 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         "branch-free kernel) or tl2cgen (nested if-else C, the reference; also for models "
         "the kernel refuses)",
     )
+    comp.add_argument(
+        "--trees",
+        choices=("all", "best"),  # compile.source.TREE_CHOICES
+        default="all",
+        help="boosting rounds to compile when the model records early stopping: all (the "
+        "default, as Booster.predict) or best (up to best_iteration, as XGBRegressor.predict)",
+    )
     comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
     comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")
     comp.add_argument("--keep-sources", type=Path, help="keep the generated C in this folder")
+    comp.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not just its line"
+    )
     comp.set_defaults(handler=_compile)
 
     pred = commands.add_parser("predict", help="predict rows from a JSON file with a bundle")
@@ -318,6 +345,7 @@ def _compile(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         keep_sources=args.keep_sources,
         backend=args.backend,
+        trees=args.trees,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(args.output)

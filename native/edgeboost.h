@@ -11,7 +11,9 @@
  *     +-inf are ordinary values;
  *   - out receives n_rows * edgeboost_num_output() float32 values, row-major;
  *   - margin != 0 returns raw scores (base score + trees); margin == 0 applies the
- *     objective's transform (identity, sigmoid, softmax);
+ *     objective's transform (identity, sigmoid, softmax, exp, or for multi:softmax, whose
+ *     manifest says postprocessor "max_index", the class index: then one value per row, in
+ *     out[0 .. n_rows), as XGBoost returns it);
  *   - every function is reentrant and keeps no global mutable state: concurrent calls
  *     from several threads are safe;
  *   - errors are returned as EDGEBOOST_E_* codes, never by crashing; on error, the
@@ -47,7 +49,7 @@ const char *edgeboost_status_message(int32_t status);
 int32_t edgeboost_abi_version(void);
 /* Number of input features each row must have. */
 int32_t edgeboost_num_feature(void);
-/* Number of float32 values written per row (num_target * num_class). */
+/* Number of float32 values written per row (num_target * num_class; see max_index above). */
 int32_t edgeboost_num_output(void);
 /* "float32" or "float64": the type the split thresholds are compared in. */
 const char *edgeboost_threshold_type(void);

@@ -241,6 +241,17 @@ static void softmax(float *v, int n) {
 }
 #endif
 
+#if EB_TRANSFORM == EB_TRANSFORM_MAX_INDEX
+/* XGBoost's multi:softmax PredTransform (common::FindMaxIndex): the first index of the largest
+ * margin (a later one must be strictly greater), as a float. */
+static float max_index(const float *v) {
+  int best = 0;
+  for (int k = 1; k < EB_NUM_OUTPUT; ++k)
+    if (v[k] > v[best]) best = k;
+  return (float)best;
+}
+#endif
+
 static void transform(float *acc) {
 #if EB_TRANSFORM == EB_TRANSFORM_SIGMOID
   for (int o = 0; o < EB_NUM_OUTPUT; ++o) acc[o] = sigmoid(acc[o]);
@@ -276,6 +287,12 @@ EB_INLINE void predict_rows(const float *rows, int n_rows, int32_t margin, float
     add_window(w, leaves, acc, n_rows);
   }
   for (int r = 0; r < n_rows; ++r) {
+#if EB_TRANSFORM == EB_TRANSFORM_MAX_INDEX
+    if (!margin) {
+      out[r] = max_index(acc + r * EB_NUM_OUTPUT); /* one value per row: EB_VALUE_WIDTH */
+      continue;
+    }
+#endif
     if (!margin) transform(acc + r * EB_NUM_OUTPUT);
     for (int o = 0; o < EB_NUM_OUTPUT; ++o) out[r * EB_NUM_OUTPUT + o] = acc[r * EB_NUM_OUTPUT + o];
   }
@@ -291,10 +308,11 @@ static void predict_one(const float *row, int32_t margin, float *out) {
 
 void eb_forest_predict_range(const float *rows, int64_t begin, int64_t end, int32_t margin,
                              float *out) {
+  const int64_t width = margin ? EB_NUM_OUTPUT : EB_VALUE_WIDTH;
   int64_t i = begin;
   for (; end - i >= EB_BLOCK_ROWS; i += EB_BLOCK_ROWS)
-    predict_block(rows + i * EB_NUM_FEATURE, margin, out + i * EB_NUM_OUTPUT);
-  for (; i < end; ++i) predict_one(rows + i * EB_NUM_FEATURE, margin, out + i * EB_NUM_OUTPUT);
+    predict_block(rows + i * EB_NUM_FEATURE, margin, out + i * width);
+  for (; i < end; ++i) predict_one(rows + i * EB_NUM_FEATURE, margin, out + i * width);
 }
 
 /* ---- edgeboost.h ------------------------------------------------------------------------ */

@@ -79,6 +79,15 @@
 #define EB_TRANSFORM_SIGMOID 1
 #define EB_TRANSFORM_SOFTMAX 2
 #define EB_TRANSFORM_EXP 3
+/* multi:softmax: the index of the largest margin, as a float, one value per row. */
+#define EB_TRANSFORM_MAX_INDEX 4
+
+/* Values written per row with margin == 0 (with margin != 0: EB_NUM_OUTPUT). */
+#if EB_TRANSFORM == EB_TRANSFORM_MAX_INDEX
+#define EB_VALUE_WIDTH 1
+#else
+#define EB_VALUE_WIDTH EB_NUM_OUTPUT
+#endif
 
 /* Row slots: one byte while 2 * EB_NUM_FEATURE + 1 slots fit (models of <= 127 features). */
 #if EB_SLOT_BITS == 8
@@ -123,7 +132,7 @@ extern const uint16_t eb_tree_output[EB_NUM_TREE];
 #endif
 
 /* Predict rows [begin, end) of a dense row-major batch (stride n_cols == EB_NUM_FEATURE) into
- * out (EB_NUM_OUTPUT values per row, indexed from row 0). Arguments are not checked: the
+ * out (EB_NUM_OUTPUT values per row with margin, EB_VALUE_WIDTH without; indexed from row 0). Arguments are not checked: the
  * caller (edgeboost_predict) does that. Reentrant, no allocation. */
 void eb_forest_predict_range(const float *rows, int64_t begin, int64_t end, int32_t margin,
                              float *out);

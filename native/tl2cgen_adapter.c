@@ -44,7 +44,14 @@ int32_t edgeboost_predict(const float *rows, int64_t n_rows, int32_t n_cols, int
 
   for (int64_t i = 0; i < n_rows; ++i) {
     const float *row = rows + i * (int64_t)n_cols;
+#ifdef EDGEBOOST_MODEL_MAX_INDEX
+    /* multi:softmax: margins here, then XGBoost's transform (common::FindMaxIndex): the first
+     * index of the largest margin, one value per row. */
+    float margins[NUM_OUTPUT];
+    float *result = margin ? out + i * (int64_t)NUM_OUTPUT : margins;
+#else
     float *result = out + i * (int64_t)NUM_OUTPUT;
+#endif
     for (int32_t j = 0; j < n_cols; ++j) {
       if (isnan(row[j])) {
         entries[j].missing = -1;
@@ -53,7 +60,17 @@ int32_t edgeboost_predict(const float *rows, int64_t n_rows, int32_t n_cols, int
       }
     }
     for (int k = 0; k < NUM_OUTPUT; ++k) result[k] = base_score[k];
+#ifdef EDGEBOOST_MODEL_MAX_INDEX
+    predict(entries, 1, result);
+    if (!margin) {
+      int best = 0;
+      for (int k = 1; k < NUM_OUTPUT; ++k)
+        if (margins[k] > margins[best]) best = k;
+      out[i] = (float)best;
+    }
+#else
     predict(entries, margin != 0, result);
+#endif
   }
   free(entries);
   return EDGEBOOST_OK;

@@ -9,6 +9,7 @@ Accepted, fastest first:
   feature name to number. ``None`` (JSON null) and NaN mean "missing"; bools and strings are
   refused, never guessed.
 
+Zero rows are not an error (XGBoost returns an empty array for them): the batch is empty.
 numpy is optional: it is only touched when the caller passes a numpy or pandas object.
 """
 
@@ -75,7 +76,6 @@ def _from_numpy(rows: Any, num_feature: int) -> Batch:
         )
     if rows.shape[1] != num_feature:
         raise InputError(f"rows have {rows.shape[1]} columns; the model has {num_feature} features")
-    _require_rows(rows.shape[0])
     # No copy when it already is C-contiguous float32 (the C side never writes to it).
     data = _numpy().ascontiguousarray(rows, dtype="float32")
     return data, rows.shape[0], True
@@ -130,12 +130,10 @@ def _from_flat(flat: Any, num_feature: int) -> Batch:
         raise InputError(
             f"a flat buffer must hold n_rows * {num_feature} values; it holds {n_values}"
         )
-    _require_rows(n_values // num_feature)
     return flat, n_values // num_feature, False
 
 
 def _from_rows(rows: Sequence[Any], num_feature: int, feature_names: Sequence[str] | None) -> Batch:
-    _require_rows(len(rows))
     flat = array("f")
     for i, row in enumerate(rows):
         kind = type(row)
@@ -197,11 +195,6 @@ def _number(value: Any, row: int, feature: int | str) -> float:
 
 def _name(feature: int | str) -> str:
     return repr(feature) if isinstance(feature, str) else str(feature)
-
-
-def _require_rows(n_rows: int) -> None:
-    if n_rows == 0:
-        raise InputError("no rows to predict: give at least one row")
 
 
 def _require_names(feature_names: Sequence[str] | None) -> Sequence[str]:

@@ -44,6 +44,7 @@ class Model:
         "_num_feature",
         "_num_output",
         "_row_out",
+        "_value_width",
         "manifest",
         "path",
         "target",
@@ -60,6 +61,8 @@ class Model:
         self._row_out = native.ffi.typeof(f"float[{manifest.num_output}]")
         self._num_feature = manifest.num_feature
         self._num_output = manifest.num_output
+        # Values per row without margin: multi:softmax gives one, the class (see edgeboost.h).
+        self._value_width = 1 if manifest.postprocessor == "max_index" else manifest.num_output
         names = manifest.feature_names
         # A dict row's values in model order, as a tuple (itemgetter of one name is no tuple).
         self._named_values: Callable[[Any], tuple[Any, ...]] | None = (
@@ -121,7 +124,8 @@ class Model:
 
     @property
     def num_output(self) -> int:
-        """Values per row: 1 for regression and binary, num_class or num_target otherwise."""
+        """Margins per row: 1 for regression and binary, num_class or num_target otherwise.
+        Values (margin=False) per row are the same, except for multi:softmax: 1, the class."""
         return self.manifest.num_output
 
     @property
@@ -141,7 +145,8 @@ class Model:
         """Predict like XGBoost's ``inplace_predict`` (float32, NaN or None = missing).
 
         Returns a numpy array (shape (n,) or (n, num_output)) when ``rows`` is a numpy array
-        or DataFrame, and otherwise a list of floats (or of lists when num_output > 1).
+        or DataFrame, and otherwise a list of floats (or of lists when num_output > 1); zero
+        rows give an empty array of that shape, or [].
         Raises InputError (a ValueError) for unusable rows, FeatureNameError for rows keyed
         by the wrong names.
         """
@@ -174,7 +179,8 @@ class Model:
                 else:
                     if status:
                         self._native.check(status)
-                    return [out[0]] if self._num_output == 1 else [unpack(out, self._num_output)]
+                    width = self._num_output if margin else self._value_width
+                    return [out[0]] if width == 1 else [unpack(out, width)]
         if (
             kind is _ndarray
             and rows.dtype is _float32
@@ -190,11 +196,14 @@ class Model:
         else:
             data, n_rows, from_numpy = to_batch(rows, num_feature, self.manifest.feature_names)
         floats = self._float_array
-        n_out = self._num_output
+        n_out = self._num_output if margin else self._value_width
         if from_numpy:
             if _empty is None:
                 _learn_numpy()
+            # Zero rows too: an empty array of the shape a batch has, (0,) or (0, n_out).
             out = _empty(n_rows if n_out == 1 else (n_rows, n_out), _float32)
+            if not n_rows:
+                return out
             status = self._c_predict(
                 from_buffer(floats, data, False),
                 n_rows,
@@ -205,6 +214,8 @@ class Model:
             if status:
                 self._native.check(status)
             return out
+        if not n_rows:
+            return []
         # A cffi-owned C array: cheaper than an array.array plus a from_buffer for it.
         out = new(floats, n_rows * n_out)
         status = self._c_predict(

@@ -122,8 +122,13 @@ def test_objectives_match_xgboost(name: str, zoo: Callable[[str], tuple[Path, Pa
     report = _report(model, source.booster(), parity_rows(source, 20_000))
     assert report.margin_mismatched_rows == 0, report
     assert report.max_ulp_transformed <= 1, report
-    expected_width = {"multi_softprob": 4, "multi_target": 3}.get(name, 1)
+    expected_width = {"multi_softprob": 4, "multi_softmax": 4, "multi_target": 3}.get(name, 1)
     assert model.num_output == expected_width
+    # The shapes XGBoost gives (multi:softmax: margins (n, 4), values (n,), the class).
+    rows = parity_rows(source, 10)
+    margin, value = reference_predictions(source.booster(), rows)
+    assert model.predict(rows, margin=True).shape == margin.shape
+    assert model.predict(rows).shape == value.shape
 
 
 @pytest.mark.parametrize("which", ["shipped", "missing_values"])

@@ -97,7 +97,6 @@ def test_margin_and_output_types(model: Model) -> None:
         ([[1.0, [2.0], 3.0, 4.0]], "got list"),
         ([[1.0, {"x": 1}, 3.0, 4.0]], "got dict"),
         ([[1.0, 10**400, 3.0, 4.0]], "out of float range"),
-        ([], "no rows"),
         ("1,2,3,4", "must be a sequence of rows"),
         (b"\x00\x01", "must be a sequence of rows"),
         (42, "must be a sequence of rows"),
@@ -107,7 +106,7 @@ def test_margin_and_output_types(model: Model) -> None:
         ([["a", "b", "c", "d"]], "got str"),
         (np.zeros(4, dtype=np.float32), "must be 2-D"),
         (np.zeros((2, 3), dtype=np.float32), "3 columns; the model has 4"),
-        (np.zeros((0, 4), dtype=np.float32), "no rows"),
+        (np.zeros((0, 3), dtype=np.float32), "3 columns; the model has 4"),
         (np.array([["a"] * 4]), "must be numeric"),
         (np.zeros((1, 4), dtype=bool), "must be numeric"),
         (np.zeros((1, 4), dtype=object), "must be numeric"),
@@ -127,6 +126,25 @@ def test_margin_and_output_types(model: Model) -> None:
 def test_bad_input_is_a_clear_error(model: Model, rows: object, message: str) -> None:
     with pytest.raises(InputError, match=re.escape(message)):
         model.predict(rows)
+
+
+def test_zero_rows_give_an_empty_result_of_the_batch_shape(
+    model: Model, compile_once: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """XGBoost answers zero rows with an empty array, not an error; so does predict."""
+    empty = np.zeros((0, 4), dtype=np.float32)
+    for margin in (False, True):
+        for rows in (empty, empty.astype(np.float64), np.asfortranarray(empty)):
+            out = model.predict(rows, margin=margin)
+            assert (out.shape, out.dtype) == ((0,), np.float32)
+        for rows in ([], (), array("f"), array("d"), memoryview(array("f"))):
+            assert model.predict(rows, margin=margin) == []
+    # Multi-output: (0, k), the shape a batch of k outputs has (XGBoost flattens it to (0,)).
+    softprob = train("multi_softprob", tmp_path_factory.mktemp("zero-rows"), rounds=3)
+    multi = Model.load(compile_once(softprob, "zero-rows-softprob"))
+    for margin in (False, True):
+        assert multi.predict(np.zeros((0, 6), dtype=np.float32), margin=margin).shape == (0, 4)
+        assert multi.predict([], margin=margin) == []
 
 
 def test_one_row_gives_what_the_batch_gives_in_every_form(model: Model) -> None:

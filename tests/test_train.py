@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeboost.compile.train import MAX_MODEL_BYTES, regression_metrics, train_wine_quality
+from edgeboost.compile.train import (
+    MAX_MODEL_BYTES,
+    NFOLD,
+    Trial,
+    one_standard_error_band,
+    paired_bootstrap,
+    regression_metrics,
+    train_wine_quality,
+)
 from edgeboost.compile.wine import (
     FEATURE_NAMES,
     FEATURE_TYPES,
@@ -146,7 +154,47 @@ def test_shipped_model_scores_what_the_card_says(split: tuple[np.ndarray, ...]) 
     old = xgb.Booster(model_file=str(shared_file("xgboost_wine_quality.json")))
     theirs = regression_metrics(y_test, old.predict(_dmatrix(X_test)))
     assert _card_row("old deployed") == _rounded(theirs)
-    assert ours["rmse"] < theirs["rmse"] and ours["mae"] < theirs["mae"]
+    # The difference and its 95% interval (paired bootstrap over the test rows), as stated.
+    old_predictions = old.predict(_dmatrix(X_test))
+    compared = paired_bootstrap(y_test, booster.predict(_dmatrix(X_test)), old_predictions)
+    card = " ".join(CARD.read_text(encoding="utf-8").split())  # lines wrap anywhere
+    for metric in ("rmse", "mae"):
+        low, high = compared[metric]["ci95"]
+        stated = (
+            f"{metric.upper()} {compared[metric]['difference']:+.4f} "
+            f"(95% interval {low:+.4f} to {high:+.4f})"
+        )
+        assert stated in card, stated
+
+
+def test_shipped_model_has_the_trees_the_card_says() -> None:
+    """Trees and single-leaf trees ("stumps", which only add a constant) as in the card."""
+    booster = xgb.Booster(model_file=str(MODEL))
+    trees = [tree for tree in booster.get_dump() if tree.strip()]
+    stumps = sum(tree.strip().startswith("0:leaf=") for tree in trees)
+    card = CARD.read_text(encoding="utf-8")
+    assert f"| boosting rounds (trees) | {len(trees)}, of which {stumps} single leaves |" in card
+
+
+def test_one_standard_error_rule_takes_the_fewest_rounds_in_the_band() -> None:
+    spread = 0.02 * NFOLD**0.5  # a standard error of 0.02
+    best = Trial(1, {}, 0.70, spread, 5, (0.9, 0.75, 0.71, 0.705, 0.70), (spread,) * 5)
+    outside = Trial(2, {}, 0.73, spread, 3, (0.8, 0.75, 0.73), (spread,) * 3)
+    small = Trial(3, {}, 0.715, 0.01, 2, (0.73, 0.715), (0.01, 0.01))
+    chosen, threshold, band = one_standard_error_band([outside, small, best])
+    assert chosen is best and threshold == pytest.approx(0.72)
+    assert band == [(small, 2), (best, 3)]  # the fewest rounds within 0.72; never trial 2
+
+
+def test_paired_bootstrap_of_equal_and_of_better_predictions() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=500)
+    theirs = y + rng.normal(size=500)
+    same = paired_bootstrap(y, theirs, theirs)
+    assert same == {m: {"difference": 0.0, "ci95": [0.0, 0.0]} for m in ("rmse", "mae")}
+    better = paired_bootstrap(y, y + 0.5 * (theirs - y), theirs)
+    assert better["rmse"]["ci95"][1] < 0 and better["mae"]["ci95"][1] < 0
+    assert better == paired_bootstrap(y, y + 0.5 * (theirs - y), theirs)  # seeded
 
 
 def test_requests_file_is_three_named_records() -> None:

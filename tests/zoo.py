@@ -16,6 +16,7 @@ OBJECTIVES: dict[str, tuple[dict[str, Any], str]] = {
     "binary_logistic": ({"objective": "binary:logistic"}, "binary"),
     "binary_logitraw": ({"objective": "binary:logitraw"}, "binary"),
     "multi_softprob": ({"objective": "multi:softprob", "num_class": 4}, "class4"),
+    "multi_softmax": ({"objective": "multi:softmax", "num_class": 4}, "class4"),
     "multi_target": (
         {"objective": "reg:squarederror", "multi_strategy": "one_output_per_tree"},
         "targets3",
