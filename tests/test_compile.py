@@ -333,3 +333,46 @@ def test_a_target_that_disagrees_with_xgboost_is_not_written(
         f"difference {gap:.3g}, max 0 ULP after the transform); bundle not written"
     )
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
+@pytest.mark.parametrize(("backend", "source"), [("kernel", "forest_kernel.c"), ("tl2cgen", None)])
+def test_the_c_refuses_a_fast_math_build(
+    named_bundle: tuple[Path, object], tmp_path: Path, backend: str, source: str | None
+) -> None:
+    """-ffast-math removes isnan and reorders float adds: a build with it must not compile."""
+    import subprocess
+
+    from edgeboost.compile import compile_bundle
+
+    booster = named_bundle[1]
+    model = tmp_path / "model.json"
+    booster.save_model(model)  # type: ignore[attr-defined]
+    sources = tmp_path / "sources"
+    compile_bundle(
+        model,
+        tmp_path / "bundle",
+        backend=backend,
+        keep_sources=sources,
+        verify=False,
+        progress=lambda _: None,
+    )
+    native = Path(__file__).resolve().parents[1] / "native"
+    adapter = source or "tl2cgen_adapter.c"
+    found = sorted(sources.rglob(adapter)) or [native / adapter]
+    result = subprocess.run(
+        [
+            "gcc",
+            "-ffast-math",
+            "-fsyntax-only",
+            "-I",
+            str(native),
+            "-I",
+            str(found[0].parent),
+            *[f"-I{p.parent}" for p in sources.rglob("*.h")],
+            str(found[0]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "must not be built with -ffast-math" in result.stderr, result.stderr
