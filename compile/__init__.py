@@ -4,7 +4,13 @@ Needs the ``compile`` extra (xgboost-cpu, treelite, tl2cgen, numpy).
 """
 
 from .bundle import ALL_TARGETS, BACKENDS, compile_bundle, resolve_targets
-from .errors import MissingExtraError, ParityError, ToolchainError, UnsupportedModelError
+from .errors import (
+    MissingExtraError,
+    PackagingError,
+    ParityError,
+    ToolchainError,
+    UnsupportedModelError,
+)
 from .source import OBJECTIVES, SourceModel, load_source_model
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "BACKENDS",
     "OBJECTIVES",
     "MissingExtraError",
+    "PackagingError",
     "ParityError",
     "SourceModel",
     "ToolchainError",

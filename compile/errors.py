@@ -10,6 +10,7 @@ __all__ = [
     "EmulationError",
     "MissingExtraError",
     "MissingToolError",
+    "PackagingError",
     "ParityError",
     "ToolchainError",
     "UnsupportedModelError",
@@ -22,6 +23,10 @@ class UnsupportedModelError(EdgeboostError):
 
 class MissingExtraError(EdgeboostError, ImportError):
     """A host-side dependency is not installed; the message says which pip command fixes it."""
+
+
+class PackagingError(EdgeboostError):
+    """A bundle cannot be packaged as asked (bad component name or version, no library...)."""
 
 
 class ToolchainError(EdgeboostError):

@@ -17,6 +17,37 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+# Optional dependencies (top-level module -> the extra that installs it, pyproject.toml).
+_EXTRAS = {
+    "xgboost": "compile",
+    "treelite": "compile",
+    "tl2cgen": "compile",
+    "numpy": "compile",
+    "yaml": "compile",
+    "sklearn": "train",
+    "awsiot": "greengrass",
+    "awscrt": "greengrass",
+    "matplotlib": "bench",
+    "onnx": "bench",
+    "onnxmltools": "bench",
+    "onnxruntime": "bench",
+}
+
+
+class _HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, but not "(default: None)" or False for a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+_DESCRIPTION = (
+    "Compile XGBoost models into small native libraries, check them against XGBoost, and "
+    "serve them on AWS IoT Greengrass devices with nothing but python3 and cffi."
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -51,10 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"edgeboost {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:  # not an optional dependency: a real bug, shown in full
+            raise
         print(
             f"edgeboost {args.command}: error: {exc}\n"
-            "hint: host-side commands need extras: pip install 'edgeboost[compile]' (or [train])",
+            f"hint: this command needs an extra: pip install 'edgeboost[{extra}]'",
             file=sys.stderr,
         )
         return 1
@@ -73,11 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeboost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edgeboost", description=_DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a reference model from its raw data")
+    train = commands.add_parser(
+        "train", formatter_class=_HELP, help="train a reference model from its raw data"
+    )
     train.add_argument("dataset", choices=["wine-quality"])
     train.add_argument("--data", required=True, type=Path, help="folder with the raw UCI CSVs")
     train.add_argument("-o", "--output", required=True, type=Path, help="model file (.json/.ubj)")
@@ -87,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=2, help="seed for tuning and training")
     train.set_defaults(handler=_train)
 
-    comp = commands.add_parser("compile", help="compile an XGBoost model into a bundle")
+    comp = commands.add_parser(
+        "compile", formatter_class=_HELP, help="compile an XGBoost model into a bundle"
+    )
     comp.add_argument("model", type=Path, help="XGBoost model (.json or .ubj)")
     comp.add_argument("-o", "--output", required=True, type=Path, help="bundle folder")
     comp.add_argument(
@@ -119,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.set_defaults(handler=_compile)
 
-    pred = commands.add_parser("predict", help="predict rows from a JSON file with a bundle")
+    pred = commands.add_parser(
+        "predict", formatter_class=_HELP, help="predict rows from a JSON file with a bundle"
+    )
     pred.add_argument("bundle", type=Path)
     pred.add_argument(
         "input",
@@ -132,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pack = commands.add_parser(
         "package",
+        formatter_class=_HELP,
         help="package a bundle as Greengrass components: the model (NAME.Model) and the "
         "inference server (NAME)",
     )
@@ -161,12 +202,18 @@ def _parser() -> argparse.ArgumentParser:
         help="write each component as a GDK CLI project, OUTPUT/<component name>/, for "
         "`gdk component build` and `gdk component publish`",
     )
-    pack.add_argument("--publisher", default="edgeboost")
-    pack.add_argument("--description")
-    pack.add_argument("--request-topic", default="edgeboost/inference/request")
-    pack.add_argument("--response-topic", default="edgeboost/inference/response")
-    pack.add_argument("--legacy-request-topic", default="local/inference")
-    pack.add_argument("--legacy-response-topic", default="local/result")
+    pack.add_argument("--publisher", default="edgeboost", help="the recipes' ComponentPublisher")
+    pack.add_argument("--description", help="the inference recipe's ComponentDescription")
+    from edgeboost.runtime.server import ServerConfig
+
+    served = ServerConfig()  # the server's defaults: the recipe's configuration starts there
+    for option, default in (
+        ("--request-topic", served.request_topic),
+        ("--response-topic", served.response_topic),
+        ("--legacy-request-topic", served.legacy_request_topic),
+        ("--legacy-response-topic", served.legacy_response_topic),
+    ):
+        pack.add_argument(option, default=default, help="the component's configuration")
     pack.add_argument(
         "--artifact-uri-prefix",
         default="s3://REPLACE-WITH-YOUR-BUCKET",
@@ -180,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
     pack.set_defaults(handler=_package)
 
     demo = commands.add_parser(
-        "demo", help="run IPC server, inference component and example consumer on this machine"
+        "demo",
+        formatter_class=_HELP,
+        help="run IPC server, inference component and example consumer on this machine",
     )
     demo.add_argument("bundle", type=Path)
     demo.add_argument("--requests", required=True, type=Path, help="JSON list of records to send")
@@ -207,7 +256,9 @@ def _parser() -> argparse.ArgumentParser:
         add_broker_arguments = None
     if add_broker_arguments is not None:
         broker = commands.add_parser(
-            "broker", help="local Greengrass IPC broker, for running components on a laptop"
+            "broker",
+            formatter_class=_HELP,
+            help="local Greengrass IPC broker, for running components on a laptop",
         )
         add_broker_arguments(broker)
         broker.set_defaults(handler=_broker)
@@ -217,11 +268,15 @@ def _parser() -> argparse.ArgumentParser:
     except ImportError:
         add_bench_arguments = None
     if add_bench_arguments is not None:
-        bench = commands.add_parser("bench", help="benchmark report: speed, memory, size, parity")
+        bench = commands.add_parser(
+            "bench", formatter_class=_HELP, help="benchmark report: speed, memory, size, parity"
+        )
         add_bench_arguments(bench)
         bench.set_defaults(handler=_bench)
 
-    serve = commands.add_parser("serve", help="answer requests over Greengrass IPC pub/sub")
+    serve = commands.add_parser(
+        "serve", formatter_class=_HELP, help="answer requests over Greengrass IPC pub/sub"
+    )
     serve.add_argument(
         "bundle", type=Path, nargs="?", help="bundle folder (or use --model-component)"
     )
@@ -249,24 +304,41 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     from edgeboost.runtime.server import ServerConfig
 
     defaults, limits = ServerConfig(), Limits()
-    topics = parser.add_argument_group("topics")
-    topics.add_argument("--request-topic", default=defaults.request_topic)
-    topics.add_argument("--response-topic", default=defaults.response_topic)
+    topics = parser.add_argument_group("topics ({iot:thingName} is this device's thing name)")
+    topics.add_argument(
+        "--request-topic", default=defaults.request_topic, help="requests arrive here"
+    )
+    topics.add_argument(
+        "--response-topic",
+        default=defaults.response_topic,
+        help="replies go here (or to a reply_to below it)",
+    )
     topics.add_argument(
         "--legacy-request-topic",
         default=defaults.legacy_request_topic,
         help="topic of old Lambda-style requests ('' disables compatibility)",
     )
-    topics.add_argument("--legacy-response-topic", default=defaults.legacy_response_topic)
+    topics.add_argument(
+        "--legacy-response-topic",
+        default=defaults.legacy_response_topic,
+        help="replies to old Lambda-style requests go here",
+    )
     tuning = parser.add_argument_group("limits")
-    tuning.add_argument("--max-payload-bytes", type=int, default=limits.max_payload_bytes)
+    tuning.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=limits.max_payload_bytes,
+        help="larger requests get a too_large error",
+    )
     tuning.add_argument(
         "--max-reply-bytes",
         type=int,
         default=limits.max_reply_bytes,
         help="larger replies become a too_large error (nucleus lite: 7000)",
     )
-    tuning.add_argument("--max-rows", type=int, default=limits.max_rows)
+    tuning.add_argument(
+        "--max-rows", type=int, default=limits.max_rows, help="rows per request, at most"
+    )
     tuning.add_argument(
         "--queue-size",
         type=int,
@@ -279,8 +351,15 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.overload_queue_size,
         help="requests waiting for their 'overloaded' reply; beyond it they are shed (counted)",
     )
-    tuning.add_argument("--workers", type=int, default=defaults.workers)
-    tuning.add_argument("--stats-interval", type=float, default=defaults.stats_interval_s)
+    tuning.add_argument(
+        "--workers", type=int, default=defaults.workers, help="threads answering requests"
+    )
+    tuning.add_argument(
+        "--stats-interval",
+        type=float,
+        default=defaults.stats_interval_s,
+        help="seconds between two stats lines",
+    )
     tuning.add_argument(
         "--shutdown-timeout",
         type=float,
@@ -292,8 +371,8 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         "--transport",
         choices=("builtin", "awsiotsdk"),
         default="builtin",
-        help="Greengrass IPC client: builtin (the default: standard library only) or awsiotsdk "
-        "(AWS's client; needs pip install awsiotsdk)",
+        help="Greengrass IPC client: builtin (standard library only) or awsiotsdk (AWS's "
+        "client; needs pip install awsiotsdk)",
     )
 
 

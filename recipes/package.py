@@ -34,11 +34,12 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from edgeboost.compile.errors import MissingExtraError, ToolchainError
+from edgeboost.compile.errors import MissingExtraError, PackagingError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, verify_bundle
 from edgeboost.runtime.manifest import MANIFEST_NAME, Manifest
 from edgeboost.runtime.model import Model
+from edgeboost.runtime.server import ServerConfig
 from edgeboost.runtime.targets import MIN_PYTHON, TARGETS, host_target
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "package_bundle",
     "unpack_on_this_machine",
 ]
+
+_SERVER = ServerConfig()  # the defaults every recipe starts from
 
 # Greengrass refuses recipes larger than this.
 MAX_RECIPE_BYTES = 16_000
@@ -65,10 +68,11 @@ class ComponentOptions:
     version: str
     publisher: str = "edgeboost"
     description: str | None = None
-    request_topic: str = "edgeboost/inference/request"
-    response_topic: str = "edgeboost/inference/response"
-    legacy_request_topic: str = "local/inference"
-    legacy_response_topic: str = "local/result"
+    # The server's own defaults (runtime/server.py): one place for each.
+    request_topic: str = _SERVER.request_topic
+    response_topic: str = _SERVER.response_topic
+    legacy_request_topic: str = _SERVER.legacy_request_topic or ""
+    legacy_response_topic: str = _SERVER.legacy_response_topic
     # Where the zips will live for a cloud deployment; greengrass-cli ignores the prefix.
     artifact_uri_prefix: str = "s3://REPLACE-WITH-YOUR-BUCKET"
     # The model component's version; None: the same as ``version``.
@@ -85,10 +89,10 @@ class ComponentOptions:
     def validate(self) -> None:
         for name in (self.name, self.model_name):
             if not _NAME.match(name):
-                raise ToolchainError(f"component name {name!r} must match {_NAME.pattern}")
+                raise PackagingError(f"component name {name!r} must match {_NAME.pattern}")
         for version in (self.version, self.model_component_version):
             if not _VERSION.match(version):
-                raise ToolchainError(f"component version {version!r} is not semantic (1.0.0)")
+                raise PackagingError(f"component version {version!r} is not semantic (1.0.0)")
         for label in (
             "request_topic",
             "response_topic",
@@ -97,7 +101,7 @@ class ComponentOptions:
         ):
             topic = getattr(self, label)
             if not _TOPIC.match(topic):
-                raise ToolchainError(f"{label} {topic!r}: exact topics only (no +, #, * or spaces)")
+                raise PackagingError(f"{label} {topic!r}: exact topics only (no +, #, * or spaces)")
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,9 @@ def package_bundle(
     them. ``gdk``: one GDK CLI project per component, in ``output/<component name>/``."""
     options.validate()
     if only is not None and only not in PARTS:
-        raise ToolchainError(f"only={only!r}: one of {PARTS}")
+        raise PackagingError(f"only={only!r}: one of {PARTS}")
     if consumer_requests is not None and (only == "model" or gdk):
-        raise ToolchainError(
+        raise PackagingError(
             "the example consumer goes with the inference component, and not as a GDK project"
         )
     bundle, output = Path(bundle), Path(output)
@@ -267,6 +271,7 @@ def _package_runtime(
         "legacy_response_topic": options.legacy_response_topic,
     }
     recipe = _fill(_template("inference.yaml"), values)
+    recipe["ComponentConfiguration"]["DefaultConfiguration"].update(_server_settings())
     recipe["Manifests"] = manifests
     _write_recipe(recipe_path, recipe)
     component = Component(name, version, recipe_path, zips)
@@ -297,7 +302,7 @@ def _write_recipe(path: Path, recipe: Any) -> None:
 
     text = _HEADER + yaml.dump(recipe, Dumper=_recipe_dumper(), sort_keys=False, width=100)
     if len(text.encode()) > MAX_RECIPE_BYTES:
-        raise ToolchainError(
+        raise PackagingError(
             f"{path.name}: the recipe is {len(text.encode())} bytes; Greengrass allows "
             f"{MAX_RECIPE_BYTES}"
         )
@@ -403,7 +408,7 @@ def _verified_manifest(bundle: Path) -> Manifest:
     one (foreign ones cannot be loaded here)."""
     manifest = verify_bundle(bundle)
     if not manifest.targets:
-        raise ToolchainError(f"{bundle}: the bundle has no libraries")
+        raise PackagingError(f"{bundle}: the bundle has no libraries")
     try:
         host = host_target()
     except LookupError:
@@ -457,6 +462,18 @@ def _fill(node: Any, values: dict[str, str]) -> Any:
     if isinstance(node, dict):
         return {_fill(key, values): _fill(value, values) for key, value in node.items()}
     return node
+
+
+def _server_settings() -> dict[str, int]:
+    """The recipe's limits and queue sizes: the server's defaults, as numbers (the server reads
+    them from its configuration at start and on each change)."""
+    return {
+        "MaxPayloadBytes": _SERVER.limits.max_payload_bytes,
+        "MaxReplyBytes": _SERVER.limits.max_reply_bytes,
+        "MaxRows": _SERVER.limits.max_rows,
+        "QueueSize": _SERVER.queue_size,
+        "OverloadQueueSize": _SERVER.overload_queue_size,
+    }
 
 
 def _python_values() -> dict[str, str]:

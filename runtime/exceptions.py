@@ -19,6 +19,7 @@
     └── (compile side, in edgeboost.compile.errors)
         ├── UnsupportedModelError   the booster uses something edgeboost does not support
         ├── ToolchainError          a compiler is missing or failed
+        ├── PackagingError          a bundle cannot be packaged as asked
         └── ParityError             the built library disagrees with XGBoost
 
 Messages say what was expected and what was found, and name the file involved.
@@ -36,6 +37,7 @@ __all__ = [
     "IpcNotSentError",
     "IpcRefusedError",
     "IpcUnconfirmedError",
+    "LibraryLoadError",
     "ManifestError",
     "MetadataMismatchError",
     "NativeError",
@@ -63,6 +65,11 @@ class IntegrityError(BundleError):
 class MetadataMismatchError(BundleError):
     """The native library cannot be loaded (truncated, not ELF, another ABI), or its own
     metadata disagrees with the manifest."""
+
+
+class LibraryLoadError(BundleError):
+    """The library is intact but this machine cannot load it (dlopen failed: wrong
+    architecture or C library, a missing symbol)."""
 
 
 class NoLibraryForPlatformError(BundleError):

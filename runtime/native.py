@@ -20,7 +20,7 @@ import _cffi_backend
 
 from ._abi import ffi as _FFI
 from .elf import check_shared_object
-from .exceptions import MetadataMismatchError, NativeError
+from .exceptions import LibraryLoadError, MetadataMismatchError, NativeError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def _dlopen(ffi: Any, name: str, origin: str) -> Any:
     try:
         return ffi.dlopen(name)
     except OSError as exc:
-        raise MetadataMismatchError(f"{origin}: cannot be loaded: {exc}") from exc
+        raise LibraryLoadError(f"{origin}: cannot be loaded: {exc}") from exc
 
 
 # MFD_EXEC (Linux 6.3+): where vm.memfd_noexec=1, a memfd without it cannot be mapped

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from edgeboost.compile import ToolchainError
+from edgeboost.compile.errors import PackagingError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
 from edgeboost.runtime import IntegrityError, Model
@@ -508,7 +508,7 @@ def test_bad_options_are_refused(
     all_target_bundle: Path, tmp_path: Path, change: dict[str, str], message: str
 ) -> None:
     options = ComponentOptions(**{"name": NAME, "version": VERSION, **change})
-    with pytest.raises(ToolchainError, match=message):
+    with pytest.raises(PackagingError, match=message):
         package_bundle(all_target_bundle, tmp_path, options)
 
 
@@ -567,7 +567,7 @@ def test_runtime_only_asks_for_the_model_major_it_was_packaged_with(
 
 def test_a_consumer_without_the_runtime_is_refused(all_target_bundle: Path, tmp_path: Path) -> None:
     requests = SHIPPED_MODEL.parent / "requests.json"
-    with pytest.raises(ToolchainError, match="the example consumer goes with the inference"):
+    with pytest.raises(PackagingError, match="the example consumer goes with the inference"):
         package_bundle(
             all_target_bundle, tmp_path, OPTIONS, only="model", consumer_requests=requests
         )
