@@ -50,12 +50,24 @@ KERNEL_SOURCE = "forest_kernel.c"
 # -O3 vectorises the per-row sums of a block (lane-wise IEEE adds, tree order kept: the same
 # results): measured on x86_64, wine 1.42 -> 1.25 us per row in batches, 400x6 1.58 -> 1.51.
 KERNEL_OPTIMIZATION = "-O3"
-LANES = 8  # EB_LANES in native/forest_kernel.h
-MAX_DEPTH = 16  # EB_DEPTH_LIMIT: the deepest group the kernel has a walk for
+
+
+def _kernel_limit(name: str) -> int:
+    """A ``#define NAME <int>`` of native/forest_kernel.h: the C is where the limits live."""
+    header = Path(__file__).resolve().parents[1] / "native" / "forest_kernel.h"
+    for line in header.read_text().splitlines():
+        parts = line.split()
+        if parts[:2] == ["#define", name]:
+            return int(parts[2])
+    raise RuntimeError(f"{header} defines no {name}")
+
+
+LANES = _kernel_limit("EB_LANES")
+MAX_DEPTH = _kernel_limit("EB_DEPTH_LIMIT")  # the deepest group the kernel has a walk for
 # Stack budget of the kernel (see "Limits" in native/forest_kernel.h).
-MAX_FEATURES = 4096
-MAX_OUTPUTS = 1024
-MAX_WINDOW_TREES = 1024
+MAX_FEATURES = _kernel_limit("EB_FEATURE_LIMIT")
+MAX_OUTPUTS = _kernel_limit("EB_OUTPUT_LIMIT")
+MAX_WINDOW_TREES = _kernel_limit("EB_WINDOW_TREES_LIMIT")
 DEFAULT_WINDOW_TREES = 256
 # Complete trees grow as 2^depth: past this many entries (~150 MB of tables) refuse.
 MAX_ENTRIES = 1 << 24
