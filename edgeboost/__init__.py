@@ -11,7 +11,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.1.0"
 __all__ = ["Model", "__version__"]
 
 
@@ -20,4 +19,13 @@ def __getattr__(name: str) -> Any:
         from edgeboost.runtime import Model
 
         return Model
+    if name == "__version__":
+        # pyproject.toml is the one place of the version; read on demand, as importlib.metadata
+        # costs start-up time, and a device's zip has no package metadata at all.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("edgeboost")
+        except PackageNotFoundError:
+            return "unknown (not installed: a device's copy)"
     raise AttributeError(f"module 'edgeboost' has no attribute {name!r}")
