@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeboost.compile.kernel_backend import tree_depth
 
 from .config import SyntheticSpec
 
 __all__ = ["WINE_MODEL", "ModelCase", "load_case", "timing_rows", "train_synthetic"]
 
-WINE_MODEL = Path(__file__).resolve().parents[1] / "models" / "wine-quality" / "model.json"
+# The shipped model, installed with the package (package data of edgeboost.models).
+WINE_MODEL = Path(str(resources.files("edgeboost.models"))) / "wine-quality" / "model.json"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .coldstart import proc_status_kib
+from .models import WINE_MODEL
 
 __all__ = [
     "OLD_DESIGN_ROUND_TRIP_MS",
@@ -47,7 +48,7 @@ __all__ = [
 # The Lambda-in-Docker component this project replaces, measured on the same kind of request.
 OLD_DESIGN_ROUND_TRIP_MS = (24.0, 25.0)
 _NAME, _VERSION = "com.example.Bench", "1.0.0"
-_REQUESTS = Path(__file__).resolve().parents[1] / "models" / "wine-quality" / "requests.json"
+_REQUESTS = WINE_MODEL.with_name("requests.json")
 
 
 class ServingError(RuntimeError):

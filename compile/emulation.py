@@ -36,6 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
 from edgeboost.runtime.targets import TARGETS, host_target
 
 from .debian import DEFAULT_SUITE, SUITES, DebPackage, PrivateApt

@@ -19,9 +19,9 @@ import sys
 from array import array
 
 import cffi
-from edgeboost.runtime import Model
 
 import edgeboost
+from edgeboost.runtime import Model
 
 
 def _parse() -> argparse.Namespace:

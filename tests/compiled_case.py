@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+
 from edgeboost.compile.emulation import MissingToolError
 from edgeboost.compile.parity import parity_rows, reference_predictions
 from edgeboost.compile.source import SourceModel

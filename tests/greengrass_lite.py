@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from edgeboost.broker import ComponentPolicy, load_recipe_policy
 from edgeboost.broker.greengrass_lite import GreengrassLite, LiteBuild, build, what_is_missing
 from edgeboost.broker.policy import PUBSUB_DESTINATION

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.broker import Broker, ComponentPolicy
 from edgeboost.broker.greengrass_lite import LiteBuild, lite_configuration
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from edgeboost.broker import Broker
 from edgeboost.broker.budget import ByteBudget
 from edgeboost.broker.limits import LOGIN_FRAME_SIZE

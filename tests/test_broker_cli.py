@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+
 from edgeboost.broker.cli import add_arguments, parse_recipe_spec
 from edgeboost.runtime.eventstream import FrameDecoder, Header, MessageType, encode_message
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.broker import Broker, ComponentPolicy
 from edgeboost.broker.config_operations import _epoch_millis
 from edgeboost.broker.configuration import MAX_DEPTH, ConfigStore, fold, json_document

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.broker import Broker, ComponentPolicy, load_recipe_policy
 
 TIMEOUT = 5.0

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from edgeboost.broker import (
     ComponentPolicy,
     PolicyError,
@@ -35,8 +38,6 @@ from edgeboost.broker.topics import (
     publish_topic_has_wildcard,
     topic_levels,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 PUBLISH = "aws.greengrass#PublishToTopic"
 SUBSCRIBE = "aws.greengrass#SubscribeToTopic"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.broker import AccessPolicy, Broker, ComponentPolicy, SocketPathError
 from edgeboost.runtime.eventstream import (
     FrameDecoder,

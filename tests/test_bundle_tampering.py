@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edgeboost.runtime import (
     BundleError,
     IntegrityError,
@@ -32,8 +35,6 @@ from edgeboost.runtime import (
 from edgeboost.runtime import native as native_module
 from edgeboost.runtime.integrity import verify_bundle
 from edgeboost.runtime.targets import TARGETS, host_target
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from .conftest import need
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
+
 from edgeboost.compile import ParityError, ToolchainError, UnsupportedModelError, compile_bundle
 from edgeboost.compile.source import sniff_format
 from edgeboost.compile.toolchain import TOOLCHAINS, LibraryJob, build_libraries
@@ -87,9 +88,8 @@ def test_recompiling_replaces_a_bundle_and_records_the_build(tmp_path: Path) -> 
 
 
 def test_cli_backend_choices_are_the_compile_backends() -> None:
-    from edgeboost.compile import BACKENDS
-
     from edgeboost.cli import _parser
+    from edgeboost.compile import BACKENDS
 
     compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
     (action,) = [a for a in compile_parser._actions if a.dest == "backend"]
@@ -231,9 +231,8 @@ def test_trees_best_needs_a_recorded_best_iteration(tmp_path: Path) -> None:
 
 
 def test_cli_trees_choices_are_the_compile_choices() -> None:
-    from edgeboost.compile.source import TREE_CHOICES
-
     from edgeboost.cli import _parser
+    from edgeboost.compile.source import TREE_CHOICES
 
     compile_parser = _parser()._subparsers._group_actions[0].choices["compile"]  # type: ignore[union-attr]
     (action,) = [a for a in compile_parser._actions if a.dest == "trees"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from edgeboost.runtime import Model
 from edgeboost.runtime.component import ComponentLife, ModelComponent, substitute_thing_name
 from edgeboost.runtime.exceptions import BundleError, IpcError

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeboost.compile import load_source_model
 from edgeboost.compile.emulation import (
     EmulationError,

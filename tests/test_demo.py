@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeboost.broker import greengrass_lite
-from edgeboost.runtime import Model
 
+from edgeboost.broker import greengrass_lite
 from edgeboost.cli import main
+from edgeboost.runtime import Model
 
 from .conftest import REPO, need
 from .greengrass_lite import TARBALL, LiteBuild

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edgeboost.broker import Broker, load_recipe, load_recipe_policy
 from edgeboost.compile.emulation import (
     EmulationError,

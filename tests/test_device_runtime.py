@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from edgeboost.compile.runtime_tree import copy_runtime_tree, runtime_files
 
 from .conftest import OLD_MODEL_EXPECTED, need

@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass
 
 import pytest
+
 from edgeboost.broker import rpc
 from edgeboost.runtime.eventstream import (
     MAX_MESSAGE_SIZE,

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 import yaml
-from edgeboost.recipes import MAX_RECIPE_BYTES
 
 from edgeboost.cli import main
+from edgeboost.recipes import MAX_RECIPE_BYTES
 
 from .conftest import SHIPPED_MODEL
 

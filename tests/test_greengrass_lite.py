@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from edgeboost.broker import greengrass_lite as ggl
 from edgeboost.runtime import Model
 

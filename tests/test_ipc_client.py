@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edgeboost.runtime.eventstream import (
     FrameDecoder,
     Header,
@@ -30,8 +33,6 @@ from edgeboost.runtime.ipc_connection import (
     binary_publish_request,
 )
 from edgeboost.runtime.ipc_transport import BuiltinTransport
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import SHARED, need
 

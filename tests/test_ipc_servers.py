@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.broker.greengrass_lite import access_control
 from edgeboost.runtime.eventstream import MessageFlag, MessageType
 

@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edgeboost.compile import UnsupportedModelError, compile_bundle, load_source_model
 from edgeboost.compile.bundle import COMMON_SOURCE
 from edgeboost.compile.emulation import (
@@ -63,8 +66,6 @@ from edgeboost.compile.source import SourceModel
 from edgeboost.compile.toolchain import COMMON_FLAGS, TOOLCHAINS
 from edgeboost.runtime import Manifest, Model
 from edgeboost.runtime.targets import TARGETS, host_target
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .compiled_case import CompiledCase, with_tool
 from .conftest import OLD_MODEL_EXPECTED, REPO, SHIPPED_MODEL, need

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeboost.runtime import Model
 from edgeboost.runtime.lambda_handler import BUNDLE_ENV_VAR, handler
 

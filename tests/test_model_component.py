@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edgeboost.recipes import ComponentOptions, Package, package_bundle
 from edgeboost.runtime import IntegrityError, Model
 from edgeboost.runtime.targets import host_target

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-from edgeboost.compile import UnsupportedModelError, load_source_model
 
 from edgeboost.cli import main
+from edgeboost.compile import UnsupportedModelError, load_source_model
 
 from .conftest import REPO
 

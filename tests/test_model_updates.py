@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+
 from edgeboost.recipes import ComponentOptions, package_bundle
 from edgeboost.runtime import Model
 from edgeboost.runtime.ipc_transport import BuiltinTransport

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+
 from edgeboost.runtime.exceptions import (
     IpcNotSentError,
     IpcRefusedError,

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from edgeboost.cli import main
 from edgeboost.compile.errors import PackagingError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
@@ -31,8 +33,6 @@ from edgeboost.runtime.targets import (
     host_target,
     target_mismatch,
 )
-
-from edgeboost.cli import main
 
 from .conftest import REPO, SHIPPED_MODEL, need
 from .zoo import train

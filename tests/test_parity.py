@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+
 from edgeboost.compile import load_source_model
 from edgeboost.compile.parity import (
     ParityReport,
@@ -23,7 +25,6 @@ from edgeboost.compile.parity import (
     split_thresholds,
 )
 from edgeboost.runtime import Model
-from hypothesis import HealthCheck, given, settings
 
 from .conftest import OLD_MODEL_EXPECTED, SHIPPED_MODEL
 from .strategies import HYPOTHESIS_BATCHES, probing_rows

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeboost.runtime import (
     FeatureNameError,
     InputError,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from edgeboost.runtime import Model
 from edgeboost.runtime.protocol import ERROR_CODES, Limits
 from edgeboost.runtime.server import InferenceServer, Message, ServerConfig

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from edgeboost.broker import Broker, ComponentPolicy, load_recipe_policy
 from edgeboost.recipes import ComponentOptions, package_bundle
 from edgeboost.runtime import Model

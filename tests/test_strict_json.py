@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edgeboost.runtime import strict_json
 from edgeboost.runtime.exceptions import RequestError
 from edgeboost.runtime.protocol import Limits, decode_request, peek_id
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 LIMIT = Limits().max_payload_bytes  # 256 KiB, the serving default
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from edgeboost.compile.train import (
     MAX_MODEL_BYTES,
     NFOLD,

@@ -1,0 +1,1 @@
+"""The shipped models: data only (model.json, its card, example requests)."""
