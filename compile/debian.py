@@ -52,6 +52,9 @@ SUITES = {
         _suite("bookworm", "python3.11", "libffi8"),
         # Debian 11, Raspberry Pi OS bullseye: Python 3.9, cffi 1.14 (the oldest device Python).
         _suite("bullseye", "python3.9", "libffi7"),
+        # Debian 13: Python 3.13, the Python of the Lambda runtime the Lambda zips are built
+        # for (recipes/lambda_package.py), so the arm64 zip's own _cffi_backend runs on it.
+        _suite("trixie", "python3.13", "libffi8"),
     )
 }
 DEFAULT_SUITE = "bookworm"

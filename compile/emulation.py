@@ -394,6 +394,13 @@ def _unpack(debs: Sequence[Path], root: Path) -> None:
     # Files only: no maintainer scripts run, which python3 does not need to start.
     for deb in debs:
         _check_run(["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name} failed")
+    # From trixie on, packages ship their files under /usr only, and the /lib -> usr/lib
+    # aliases of a merged-/usr system are made at installation, not by any package: without
+    # them qemu finds no /lib/ld-linux-*.so (the interpreter programs name). Older suites
+    # ship /lib themselves and are left as they are.
+    for alias in ("bin", "sbin", "lib", "lib64"):
+        if (root / "usr" / alias).is_dir() and not (root / alias).exists():
+            (root / alias).symlink_to(f"usr/{alias}")
 
 
 def _smoke_test(triple: str, root: Path) -> str:
