@@ -174,12 +174,13 @@ def _parser() -> argparse.ArgumentParser:
         "package",
         formatter_class=_HELP,
         help="package a bundle as Greengrass components: the model (NAME.Model) and the "
-        "inference server (NAME)",
+        "inference server (NAME); or, with --lambda, as AWS Lambda zips and their template",
     )
     pack.add_argument("bundle", type=Path)
     pack.add_argument("-o", "--output", required=True, type=Path, help="e.g. greengrass-build")
-    pack.add_argument("--name", required=True, help="component name, e.g. com.example.WineQuality")
-    pack.add_argument("--version", required=True, help="component version, e.g. 1.0.0")
+    # Required for Greengrass (checked in _package): --lambda takes neither.
+    pack.add_argument("--name", help="component name, e.g. com.example.WineQuality")
+    pack.add_argument("--version", help="component version, e.g. 1.0.0")
     pack.add_argument("--model-version", help="the model component's version (default: --version)")
     parts = pack.add_mutually_exclusive_group()
     parts.add_argument(
@@ -223,6 +224,25 @@ def _parser() -> argparse.ArgumentParser:
         "--consumer-requests",
         type=Path,
         help="also package the example consumer component, sending these records (JSON list)",
+    )
+    aws = pack.add_argument_group("AWS Lambda (instead of Greengrass components)")
+    aws.add_argument(
+        "--lambda",
+        action="store_true",
+        dest="aws_lambda",
+        help="write one Lambda deployment zip per architecture (x86_64, arm64) and a "
+        "CloudFormation template.yaml for it, behind a Function URL",
+    )
+    aws.add_argument(
+        "--lambda-public",
+        action="store_true",
+        help="the Function URL takes unauthenticated requests (AuthType NONE; default AWS_IAM)",
+    )
+    aws.add_argument(
+        "--lambda-runtime",
+        choices=("python3.13", "python3.12"),  # recipes.lambda_package.RUNTIMES
+        default="python3.13",
+        help="the Lambda runtime the zips are built for (default python3.13)",
     )
     pack.set_defaults(handler=_package)
 
@@ -432,6 +452,12 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
+    if args.aws_lambda:
+        return _package_lambda(args)
+    if args.lambda_public:
+        raise SystemExit("edgeboost package: error: --lambda-public goes with --lambda")
+    if args.name is None or args.version is None:
+        raise SystemExit("edgeboost package: error: --name and --version are required")
     from edgeboost.recipes import ComponentOptions, package_bundle
 
     options = ComponentOptions(
@@ -453,6 +479,32 @@ def _package(args: argparse.Namespace) -> int:
         consumer_requests=args.consumer_requests,
         only=args.only,
         gdk=args.gdk,
+    )
+    for path in package.files():
+        print(f"{path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _package_lambda(args: argparse.Namespace) -> int:
+    greengrass = [
+        flag
+        for flag, given in (
+            ("--name", args.name),
+            ("--version", args.version),
+            ("--model-version", args.model_version),
+            ("--model-only/--runtime-only", args.only),
+            ("--gdk", args.gdk),
+            ("--consumer-requests", args.consumer_requests),
+        )
+        if given
+    ]
+    if greengrass:
+        given = ", ".join(greengrass)
+        raise SystemExit(f"edgeboost package: error: {given}: Greengrass options, not --lambda")
+    from edgeboost.recipes.lambda_package import package_lambda
+
+    package = package_lambda(
+        args.bundle, args.output, runtime=args.lambda_runtime, public=args.lambda_public
     )
     for path in package.files():
         print(f"{path} ({path.stat().st_size:,} bytes)")
