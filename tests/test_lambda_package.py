@@ -13,7 +13,6 @@ each loading the zip's own _cffi_backend (from cffi's manylinux wheel), not anot
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from edgeboost.benchmarks.lambda_coldstart import find_python, measure
 from edgeboost.compile.emulation import default_cache_dir, prepare_python_root, run_python
 from edgeboost.compile.errors import EmulationError, ToolchainError
 from edgeboost.recipes import lambda_package
@@ -135,18 +135,10 @@ def check_answers(
 
 
 def host_python(version: str) -> str:
-    """This machine's python``version``: on PATH, else one of pyenv's (whose shims refuse a
-    version that is installed but not selected)."""
-    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    candidates = [shutil.which(f"python{version}")]
-    candidates += sorted(map(str, pyenv.glob(f"versions/{version}.*/bin/python{version}")))
-    for candidate in filter(None, candidates):
-        check = [candidate, "-c", "import sys; print(sys.executable)"]
-        result = subprocess.run(check, capture_output=True, text=True, check=False)
-        if result.returncode == 0:
-            return result.stdout.strip()
-    need(False, f"python{version} (the Python of Lambda's runtime), on PATH or from pyenv")
-    raise AssertionError  # unreachable: need() skips or fails
+    found = find_python(version)
+    need(found is not None, f"python{version} (the Python of Lambda's runtime), on PATH or pyenv's")
+    assert found is not None
+    return found
 
 
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))
@@ -371,3 +363,17 @@ def test_a_wheel_that_differs_from_its_pin_is_refused(
     # The cached copy no longer matches: downloaded again, and refused.
     with pytest.raises(ToolchainError, match="sha256 is [0-9a-f]{64}, pinned 0{64}"):
         cffi_wheel(packaged.runtime, "x86_64", tmp_path)
+
+
+def test_the_cold_start_benchmark_runs_the_zip(packaged: LambdaPackage, shared_data: Path) -> None:
+    if host_target() != "x86_64-linux-gnu":
+        pytest.skip("the x86_64 zip runs natively on an x86_64 machine only")
+    python = host_python(RUNTIMES[packaged.runtime])
+    samples = json.loads((shared_data / "samples.json").read_text())
+    event = json.loads(url_event(json.dumps(samples)))
+    result = measure(packaged.zips["x86_64"], python, event, runs=1)
+    for mode in ("no_pyc", "pyc"):
+        steps = result[mode]
+        for step in ("import_s", "load_s", "first_request_s"):
+            assert 0 < steps[step]["median"] < steps["process_s"]["median"]
+        assert steps["vm_hwm_kib"]["median"] > 0
