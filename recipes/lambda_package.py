@@ -370,7 +370,8 @@ def _template(manifest: Manifest, runtime: str, zips: dict[str, Path], *, public
                 "Default": 256,
                 "MinValue": 128,
                 "MaxValue": 10240,
-                "Description": "MB; Lambda gives CPU in proportion (the model needs ~40 MB)",
+                "Description": "MB, and CPU in proportion (1,769 MB is one vCPU); the handler "
+                "needs 16 MiB beside Lambda's runtime",
             },
         },
         "Conditions": conditions,
