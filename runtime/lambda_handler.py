@@ -136,8 +136,9 @@ def _http_method(event: dict[str, Any]) -> str | None:
 
 
 def _http_body(event: dict[str, Any], limits: Limits) -> bytes:
-    """The request's bytes. The content-type is not checked: the old function URL took any
-    (``curl -d`` sends application/x-www-form-urlencoded), so the body alone must be JSON."""
+    """The request's bytes. The content-type is not checked, so that callers of the old URL
+    keep working whatever they send (``curl -d`` says application/x-www-form-urlencoded):
+    the body alone must be JSON."""
     body = event.get("body")
     if body is None or body == "":
         raise RequestError(
