@@ -84,7 +84,11 @@ def _answer_http(event: dict[str, Any], model: Model | None) -> dict[str, Any]:
     method = _http_method(event)
     if method != "POST":
         # 405 with the code of any other malformed request: ERROR_CODES has no other fit.
-        message = f"send the records with POST, not {method or 'no method'}"
+        message = (
+            f"send the records with POST, not {method}"
+            if method
+            else "no requestContext.http.method: not a Function URL event (payload format 2.0)"
+        )
         return _http_error(405, "bad_request", message, allow="POST")
     limits = FUNCTION_URL_LIMITS
     try:

@@ -181,3 +181,11 @@ def test_a_model_failure_is_a_500_internal_and_logged(
     assert (answer["statusCode"], error["code"]) == (500, "internal")
     assert "boom" in error["message"]
     assert "internal error" in caplog.text
+
+
+def test_an_http_event_without_a_method_is_not_guessed(model: Model) -> None:
+    # An API Gateway REST (payload format 1.0) event: requestContext, but no http.method.
+    event = {**url_event(json.dumps(RECORDS)), "requestContext": {"httpMethod": "POST"}}
+    answer = handler(event, None, model=model)
+    assert answer["statusCode"] == 405
+    assert "payload format 2.0" in parsed(answer)["message"]
