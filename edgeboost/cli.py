@@ -179,8 +179,10 @@ def _parser() -> argparse.ArgumentParser:
     pack.add_argument("bundle", type=Path)
     pack.add_argument("-o", "--output", required=True, type=Path, help="e.g. greengrass-build")
     # Required for Greengrass (checked in _package): --lambda takes neither.
-    pack.add_argument("--name", help="component name, e.g. com.example.WineQuality")
-    pack.add_argument("--version", help="component version, e.g. 1.0.0")
+    pack.add_argument(
+        "--name", help="component name, e.g. com.example.WineQuality (required without --lambda)"
+    )
+    pack.add_argument("--version", help="component version, e.g. 1.0.0 (required without --lambda)")
     pack.add_argument("--model-version", help="the model component's version (default: --version)")
     parts = pack.add_mutually_exclusive_group()
     parts.add_argument(
@@ -242,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
         "--lambda-runtime",
         choices=("python3.13", "python3.12"),  # recipes.lambda_package.RUNTIMES
         default="python3.13",
-        help="the Lambda runtime the zips are built for (default python3.13)",
+        help="the Lambda runtime the zips are built for",
     )
     pack.set_defaults(handler=_package)
 

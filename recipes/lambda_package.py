@@ -37,12 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeboost.compile.errors import MissingExtraError, ToolchainError
+from edgeboost import __version__
+from edgeboost.compile.errors import MissingExtraError, PackagingError, ToolchainError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.runtime.lambda_handler import BUNDLE_ENV_VAR
 from edgeboost.runtime.manifest import Manifest
-
-from edgeboost import __version__
 
 # The Greengrass packaging's bundle verification, one-platform bundle and zip writer: shared,
 # so that a Lambda zip holds exactly the bundle a model component's zip holds.
@@ -135,12 +134,12 @@ def package_lambda(
     ``template.yaml``, under ``output``. ``public``: the Function URL's AuthType is NONE
     (anyone can call it) instead of AWS_IAM."""
     if runtime not in RUNTIMES:
-        raise ToolchainError(f"Lambda runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+        raise PackagingError(f"Lambda runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
     bundle, output = Path(bundle), Path(output)
     manifest = _verified_manifest(bundle)
     architectures = [a for a in ARCHITECTURES.values() if a.triple in manifest.targets]
     if not architectures:
-        raise ToolchainError(
+        raise PackagingError(
             f"{bundle}: no library for Lambda (x86_64-linux-gnu or aarch64-linux-gnu); the "
             f"bundle has {sorted(manifest.targets)}. Compile with --target all"
         )
@@ -216,7 +215,7 @@ def cffi_wheel(runtime: str, architecture: str, cache: str | Path | None = None)
             )
         found = _sha256(downloaded.read_bytes())
         if found != expected:
-            raise ToolchainError(f"{filename}: sha256 is {found}, pinned {expected}")
+            raise PackagingError(f"{filename}: sha256 is {found}, pinned {expected}")
         os.replace(downloaded, path)  # atomic: a concurrent build sees no partial file
     return path
 
@@ -231,7 +230,7 @@ def _from_wheel(wheel: Path) -> tuple[str, bytes, bytes]:
         vendored = [n for n in names if n.split("/")[0].endswith(".libs")]
         modules = [n for n in names if n.startswith("_cffi_backend.") and n.endswith(".so")]
         if vendored or len(modules) != 1:
-            raise ToolchainError(
+            raise PackagingError(
                 f"{wheel.name}: expected one _cffi_backend module and no vendored libraries, "
                 f"found {modules + vendored}"
             )
@@ -244,7 +243,7 @@ def _check_glibc(label: str, image: bytes) -> None:
     versions = {(int(a), int(b)) for a, b in _GLIBC_VERSION.findall(image)}
     newest = max(versions, default=None)
     if newest is not None and newest > LAMBDA_GLIBC:
-        raise ToolchainError(
+        raise PackagingError(
             f"{label} needs GLIBC_{newest[0]}.{newest[1]}; Lambda's Amazon Linux 2023 has "
             f"{LAMBDA_GLIBC[0]}.{LAMBDA_GLIBC[1]}: compile on an older system"
         )
@@ -253,7 +252,7 @@ def _check_glibc(label: str, image: bytes) -> None:
 def _check_size(path: Path, unzipped: int) -> None:
     size = path.stat().st_size
     if size > MAX_ZIP_BYTES or unzipped > MAX_UNZIPPED_BYTES:
-        raise ToolchainError(
+        raise PackagingError(
             f"{path.name}: {size:,} bytes zipped, {unzipped:,} unzipped; Lambda takes at most "
             f"{MAX_ZIP_BYTES:,} zipped (direct upload) and {MAX_UNZIPPED_BYTES:,} unzipped"
         )

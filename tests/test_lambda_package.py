@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
+
 from edgeboost.benchmarks.lambda_coldstart import find_python, measure
+from edgeboost.cli import main
 from edgeboost.compile.emulation import default_cache_dir, prepare_python_root, run_python
-from edgeboost.compile.errors import EmulationError, ToolchainError
+from edgeboost.compile.errors import EmulationError, PackagingError, ToolchainError
 from edgeboost.recipes import lambda_package
 from edgeboost.recipes.lambda_package import (
     ARCHITECTURES,
@@ -39,8 +41,6 @@ from edgeboost.recipes.lambda_package import (
 from edgeboost.runtime import Model
 from edgeboost.runtime.integrity import CHECKSUMS_NAME
 from edgeboost.runtime.targets import host_target
-
-from edgeboost.cli import main
 
 from .compiled_case import with_tool
 from .conftest import OLD_MODEL_EXPECTED, need
@@ -347,7 +347,7 @@ def test_the_cli_writes_the_zips_and_refuses_greengrass_options(
 
 def test_a_library_for_a_newer_glibc_than_lambdas_is_refused() -> None:
     lambda_package._check_glibc("ok", b"\x00GLIBC_2.2.5\x00GLIBC_2.34\x00GLIBC_PRIVATE\x00")
-    with pytest.raises(ToolchainError, match="needs GLIBC_2.38; Lambda's Amazon Linux 2023 has"):
+    with pytest.raises(PackagingError, match="needs GLIBC_2.38; Lambda's Amazon Linux 2023 has"):
         lambda_package._check_glibc("libmodel.so", b"\x00GLIBC_2.17\x00GLIBC_2.38\x00")
 
 
@@ -361,7 +361,7 @@ def test_a_wheel_that_differs_from_its_pin_is_refused(
     pins[RUNTIMES[packaged.runtime], "x86_64"] = "0" * 64
     monkeypatch.setattr(lambda_package, "_CFFI_WHEELS", pins)
     # The cached copy no longer matches: downloaded again, and refused.
-    with pytest.raises(ToolchainError, match="sha256 is [0-9a-f]{64}, pinned 0{64}"):
+    with pytest.raises(PackagingError, match="sha256 is [0-9a-f]{64}, pinned 0{64}"):
         cffi_wheel(packaged.runtime, "x86_64", tmp_path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgeboost.runtime import Model
 from edgeboost.runtime.lambda_handler import BUNDLE_ENV_VAR, handler
 
