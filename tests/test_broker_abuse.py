@@ -93,6 +93,7 @@ def _open_subscriptions(client: RawClient, count: int, batch: int = 500) -> None
             )
 
 
+@pytest.mark.slow
 def test_closing_a_connection_with_100k_subscriptions_does_not_freeze_the_others(
     start_broker: Callable[..., Broker],
 ) -> None:

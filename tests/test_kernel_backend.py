@@ -426,7 +426,14 @@ def _run_hypothesis(kernel_case: CompiledCase) -> np.ndarray:
     return np.concatenate(checked)
 
 
-@pytest.mark.parametrize("name", HYPOTHESIS_MODELS)
+@pytest.mark.parametrize(
+    # The everyday loop keeps one model; CI runs every one.
+    "name",
+    [
+        n if n == "reg_squarederror" else pytest.param(n, marks=pytest.mark.slow)
+        for n in HYPOTHESIS_MODELS
+    ],
+)
 def test_hypothesis_rows_bit_identical_on_the_host(
     name: str, hypothesis_rows: Callable[[str], np.ndarray]
 ) -> None:
@@ -705,6 +712,7 @@ def _run_driver(
     return read_outputs(out_file), result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "tables"),
     [

@@ -132,7 +132,9 @@ def test_objectives_match_xgboost(name: str, zoo: Callable[[str], tuple[Path, Pa
     assert model.predict(rows).shape == value.shape
 
 
-@pytest.mark.parametrize("which", ["shipped", "missing_values"])
+@pytest.mark.parametrize(
+    "which", [pytest.param("shipped", marks=pytest.mark.slow), "missing_values"]
+)
 def test_hypothesis_rows_bit_identical(
     which: str, request: pytest.FixtureRequest, zoo: Callable[[str], tuple[Path, Path]]
 ) -> None:

@@ -247,6 +247,7 @@ def test_an_integer_id_beyond_2_53_in_a_json_message(
         assert reply["id"] == 2**53 + 1 and "predictions" in reply
 
 
+@pytest.mark.slow
 def test_every_request_of_a_burst_beyond_both_queues_is_answered(
     serve: Callable[..., ServerProcess],
     broker: IpcProcess,
@@ -278,6 +279,7 @@ def test_every_request_of_a_burst_beyond_both_queues_is_answered(
     print(f"burst of {burst}: {dict(codes)}")
 
 
+@pytest.mark.slow
 def test_what_cannot_be_queued_is_shed_counted_and_logged(
     serve: Callable[..., ServerProcess],
     broker: IpcProcess,
