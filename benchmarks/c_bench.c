@@ -23,8 +23,8 @@
 #include <time.h>
 
 #include "edgeboost.h"
+#include "rows_file.h"
 
-#define HEADER_SIZE 24
 #define MAX_BATCHES 256
 
 static void fail(const char *message, const char *detail) {
@@ -38,27 +38,12 @@ static int64_t now_ns(clockid_t clock) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-static int64_t le_int(const unsigned char *bytes, int width) {
-  uint64_t value = 0;
-  for (int i = width - 1; i >= 0; --i) value = (value << 8) | bytes[i];
-  return (int64_t)value;
-}
-
-/* Reads ROWS_FILE; returns the rows and sets *n_rows, *n_cols. */
+/* Reads ROWS_FILE (native/rows_file.h, shared with the parity driver); needs at least a row. */
 static float *read_rows(const char *path, int64_t *n_rows, int32_t *n_cols) {
-  FILE *file = fopen(path, "rb");
-  if (file == NULL) fail("cannot open the rows file", strerror(errno));
-  unsigned char header[HEADER_SIZE];
-  if (fread(header, 1, HEADER_SIZE, file) != HEADER_SIZE || memcmp(header, "EBPR", 4) != 0)
-    fail("not a rows file", path);
-  *n_rows = le_int(header + 8, 8);
-  *n_cols = (int32_t)le_int(header + 16, 4);
-  if (*n_rows <= 0 || *n_cols <= 0) fail("empty rows file", path);
-  size_t count = (size_t)*n_rows * (size_t)*n_cols;
-  float *rows = malloc(count * sizeof(float));
-  if (rows == NULL) fail("out of memory", NULL);
-  if (fread(rows, sizeof(float), count, file) != count) fail("truncated rows file", path);
-  fclose(file);
+  float *rows;
+  const char *problem = eb_read_rows(path, &rows, n_rows, n_cols);
+  if (problem != NULL) fail(problem, path);
+  if (*n_rows <= 0) fail("empty rows file", path);
   return rows;
 }
 

@@ -189,7 +189,8 @@ def build_driver(triple: str, cache_dir: str | Path | None = None) -> Path:
     compiler = _cross_compiler(triple)
     flags = (*_DRIVER_FLAGS, *TOOLCHAINS[triple].flags)
     key = hashlib.sha256()
-    for part in (source.read_bytes(), (native / "edgeboost.h").read_bytes()):
+    for name in ("parity_driver.c", "edgeboost.h", "rows_file.h"):  # what the driver includes
+        part = (native / name).read_bytes()
         key.update(hashlib.sha256(part).digest())
     key.update("\0".join([compiler, compiler_version(compiler), *flags]).encode())
     binary = _cache(cache_dir) / "drivers" / triple / key.hexdigest()[:16] / "parity_driver"

@@ -26,9 +26,8 @@
 #include <string.h>
 
 #include "edgeboost.h"
+#include "rows_file.h"
 
-#define HEADER_SIZE 24
-#define FORMAT_VERSION 1u
 
 typedef int32_t (*int_fn)(void);
 typedef const char *(*message_fn)(int32_t);
@@ -55,12 +54,6 @@ static void fail(const char *format, ...) {
 }
 
 /* Byte-wise (de)coding keeps the header format independent of the host's alignment rules. */
-static uint64_t get_le(const unsigned char *bytes, int width) {
-  uint64_t value = 0;
-  for (int i = width - 1; i >= 0; --i) value = (value << 8) | bytes[i];
-  return value;
-}
-
 static void put_le(unsigned char *bytes, uint64_t value, int width) {
   for (int i = 0; i < width; ++i) bytes[i] = (unsigned char)(value >> (8 * i));
 }
@@ -103,15 +96,12 @@ static struct model open_model(const char *library) {
   return m;
 }
 
-/* n_rows * width float32 values as a byte count, refusing anything size_t cannot hold
- * (size_t is 32 bits on armv7). */
+/* n_rows * width float32 values as a byte count (rows_file.h's checks), or exit. */
 static size_t float_bytes(int64_t n_rows, int32_t width) {
-  if (n_rows < 0 || width <= 0) fail("bad shape: %lld rows of %d", (long long)n_rows, (int)width);
-  uint64_t count = (uint64_t)n_rows * (uint64_t)width;
-  if (n_rows != 0 && count / (uint64_t)n_rows != (uint64_t)width) fail("shape overflows");
-  if (count > SIZE_MAX / sizeof(float))
-    fail("%llu values do not fit in memory", (unsigned long long)count);
-  return (size_t)count * sizeof(float);
+  size_t bytes = 0;
+  const char *problem = eb_float_bytes(n_rows, width, &bytes);
+  if (problem != NULL) fail("%lld rows of %d outputs: %s", (long long)n_rows, (int)width, problem);
+  return bytes;
 }
 
 static float *allocate(size_t bytes) {
@@ -120,30 +110,15 @@ static float *allocate(size_t bytes) {
   return buffer;
 }
 
-static void read_exactly(FILE *file, const char *path, void *buffer, size_t bytes) {
-  if (bytes != 0 && fread(buffer, 1, bytes, file) != bytes)
-    fail("%s: %s", path, ferror(file) ? strerror(errno) : "file is shorter than its header says");
-}
-
 static void write_exactly(FILE *file, const char *path, const void *buffer, size_t bytes) {
   if (bytes != 0 && fwrite(buffer, 1, bytes, file) != bytes) fail("%s: %s", path, strerror(errno));
 }
 
-/* Reads ROWS_FILE; returns the rows and sets *n_rows, *n_cols. */
+/* Reads ROWS_FILE (rows_file.h); returns the rows and sets *n_rows, *n_cols. */
 static float *read_rows(const char *path, int64_t *n_rows, int32_t *n_cols) {
-  FILE *file = fopen(path, "rb");
-  if (file == NULL) fail("cannot open %s: %s", path, strerror(errno));
-  unsigned char header[HEADER_SIZE];
-  read_exactly(file, path, header, sizeof header);
-  if (memcmp(header, "EBPR", 4) != 0) fail("%s: not a rows file (bad magic)", path);
-  if (get_le(header + 4, 4) != FORMAT_VERSION) fail("%s: unsupported format version", path);
-  *n_rows = (int64_t)get_le(header + 8, 8);
-  *n_cols = (int32_t)(uint32_t)get_le(header + 16, 4);
-  size_t bytes = float_bytes(*n_rows, *n_cols);
-  float *rows = allocate(bytes);
-  read_exactly(file, path, rows, bytes);
-  if (fgetc(file) != EOF) fail("%s: trailing bytes after the rows", path);
-  fclose(file);
+  float *rows;
+  const char *problem = eb_read_rows(path, &rows, n_rows, n_cols);
+  if (problem != NULL) fail("%s: %s", path, problem);
   return rows;
 }
 
@@ -159,8 +134,8 @@ static void write_outputs(const char *path, int64_t n_rows, int32_t n_out, const
                           const float *value, size_t bytes) {
   FILE *file = fopen(path, "wb");
   if (file == NULL) fail("cannot create %s: %s", path, strerror(errno));
-  unsigned char header[HEADER_SIZE] = {'E', 'B', 'P', 'O'};
-  put_le(header + 4, FORMAT_VERSION, 4);
+  unsigned char header[EB_ROWS_HEADER_SIZE] = {'E', 'B', 'P', 'O'};
+  put_le(header + 4, EB_ROWS_FORMAT_VERSION, 4);
   put_le(header + 8, (uint64_t)n_rows, 8);
   put_le(header + 16, (uint32_t)n_out, 4);
   put_le(header + 20, 0, 4);
