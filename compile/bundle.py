@@ -28,7 +28,6 @@ from edgeboost.runtime.manifest import (
 from edgeboost.runtime.model import Model
 from edgeboost.runtime.targets import TARGETS, host_target
 
-from . import emulation
 from .errors import MissingToolError, ParityError, ToolchainError
 from .kernel_backend import KERNEL_OPTIMIZATION, KERNEL_SOURCE, write_kernel_sources
 from .parity import compare_outputs, parity_rows, reference_predictions, xgboost_label
@@ -223,6 +222,10 @@ def _verify(
     )
     reference = {"margin": margin, "value": value}
     label = xgboost_label(source.iteration_range, source.num_rounds)
+    # Imported here: `python -m edgeboost.compile.emulation` would otherwise find it imported
+    # by the package before it runs (runpy's warning), and the host target never needs it.
+    from . import emulation
+
     targets = dict(manifest.targets)
     for triple, library in targets.items():
         if not emulation.needs_emulation(triple):
