@@ -117,19 +117,30 @@ def _json_recipe(yaml_recipe: Path, out: Path) -> Path:
     return out
 
 
-def deploy_new_version(server: Any, bundle: dict[str, Any]) -> None:
-    """What a deployment of the new model component version does to its configuration."""
-    env = server.env(DEPLOYER)
+def update_configuration(server: Any, role: str, change: dict[str, Any]) -> None:
+    """Merge ``change`` into the configuration of the component ``role`` stands for, from a
+    connection of its own: what a deployment does to it (a new model component version gets
+    its new defaults; a configuration merge changes the server's own values)."""
+    env = server.env(role)
     nucleus = BuiltinTransport(
         socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
         auth_token=env["SVCUID"],
     )
     nucleus.start([], lambda message: None, lambda error: None)
     try:
-        update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": {"Bundle": bundle}}
+        update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": change}
         nucleus._call("UpdateConfiguration", update).result(5)
     finally:
         nucleus.close(1)
+
+
+def start_server(device: Device, ipc_server: Any, logs: Path, *args: str) -> ServerProcess:
+    """`edgeboost serve` as the inference component's Run starts it: following the model
+    component (the test recipes grant no legacy topics)."""
+    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), logs, *args)
+    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
+    server.command += ["--legacy-request-topic", ""]
+    return server.start()
 
 
 def test_a_new_model_version_is_served_without_a_restart(
@@ -139,16 +150,7 @@ def test_a_new_model_version_is_served_without_a_restart(
     tmp_path: Path,
 ) -> None:
     device, ipc_server, _ = deployed
-    server = ServerProcess(
-        Path("unused"),
-        ipc_server.env(SERVER),
-        tmp_path,
-        "--stats-interval",
-        "3600",
-    )
-    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
-    server.command += ["--legacy-request-topic", ""]  # the test recipes grant no legacy topics
-    server.start()
+    server = start_server(device, ipc_server, tmp_path, "--stats-interval", "3600")
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
         server.wait_serving()
@@ -163,7 +165,7 @@ def test_a_new_model_version_is_served_without_a_restart(
 
         send(40)
         second = device.package(model_b, "2.0.0", tmp_path / "b")
-        deploy_new_version(ipc_server, second)
+        update_configuration(ipc_server, DEPLOYER, {"Bundle": second})
         wait_until(lambda: "now serving" in server.stdout, 5, lambda: server.stderr)
         send(40)
         replies = consumer.wait_for(sent, timeout=10)
@@ -193,10 +195,7 @@ def test_a_new_version_that_fails_verification_is_refused(
     deployed: tuple[Device, Any, dict[str, Any]], model_b: Path, tmp_path: Path
 ) -> None:
     device, ipc_server, first = deployed
-    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
-    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
-    server.command += ["--legacy-request-topic", ""]  # the test recipes grant no legacy topics
-    server.start()
+    server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
         server.wait_serving()
@@ -205,7 +204,7 @@ def test_a_new_version_that_fails_verification_is_refused(
         data = bytearray(library.read_bytes())
         data[len(data) // 2] ^= 0xFF
         library.write_bytes(bytes(data))
-        deploy_new_version(ipc_server, second)
+        update_configuration(ipc_server, DEPLOYER, {"Bundle": second})
         wait_until(lambda: "refused the new model" in server.stderr, 5, lambda: server.stderr)
         consumer.publish(REQUEST, request("after", [ROW]))
         (reply,) = consumer.wait_for(1, timeout=5)
@@ -217,39 +216,21 @@ def test_a_new_version_that_fails_verification_is_refused(
     assert server.last_stats()["model_refused"] == 1 and status == 0
 
 
-def update_own_configuration(ipc_server: Any, change: dict[str, Any]) -> None:
-    """What a deployment merging configuration does: the server component's values change."""
-    env = ipc_server.env(SERVER)
-    deployment = BuiltinTransport(
-        socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
-        auth_token=env["SVCUID"],
-    )
-    deployment.start([], lambda message: None, lambda error: None)
-    try:
-        update = {"keyPath": [], "timestamp": time.time(), "valueToMerge": change}
-        deployment._call("UpdateConfiguration", update).result(5)
-    finally:
-        deployment.close(1)
-
-
 def test_a_topic_change_moves_the_subscription_unless_refused(
     deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     device, ipc_server, _ = deployed
-    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
-    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
-    server.command += ["--legacy-request-topic", ""]
-    server.start()
+    server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
         server.wait_serving()
-        update_own_configuration(ipc_server, {"RequestTopic": MOVED})
+        update_configuration(ipc_server, SERVER, {"RequestTopic": MOVED})
         wait_until(lambda: f"subscribed to {MOVED}" in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("old topic", [ROW]))
         consumer.publish(MOVED, request("new topic", [ROW]))
         (moved,) = consumer.wait_for(1, timeout=5)
         # A topic the recipe does not grant: refused, and the subscription stays where it was.
-        update_own_configuration(ipc_server, {"RequestTopic": "not/granted"})
+        update_configuration(ipc_server, SERVER, {"RequestTopic": "not/granted"})
         wait_until(lambda: "kept the subscriptions" in server.stderr, 5, lambda: server.stderr)
         consumer.publish(MOVED, request("still", [ROW]))
         replies = consumer.wait_for(2, timeout=5)
@@ -265,10 +246,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     device, ipc_server, _ = deployed
-    server = ServerProcess(Path("unused"), ipc_server.env(SERVER), tmp_path)
-    server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
-    server.command += ["--legacy-request-topic", ""]
-    server.start()
+    server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
         server.wait_serving()
@@ -277,7 +255,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
             log = ipc_server.log_path
             wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
         consumer.publish(REQUEST, request("before", [ROW] * 3))
-        update_own_configuration(ipc_server, {"MaxRows": 2, "QueueSize": 8})
+        update_configuration(ipc_server, SERVER, {"MaxRows": 2, "QueueSize": 8})
         wait_until(lambda: "max rows 2," in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("after", [ROW] * 3))
         before, after = consumer.wait_for(2, timeout=5)
