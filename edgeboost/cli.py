@@ -422,7 +422,7 @@ def server_config(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edgeboost.compile.train import train_wine_quality
+    from edgeboost.training.train import train_wine_quality
 
     if args.output.suffix not in (".json", ".ubj"):
         raise SystemExit(f"edgeboost train: error: {args.output} must end in .json or .ubj")

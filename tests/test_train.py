@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeboost.compile.train import (
+from edgeboost.training.train import (
     MAX_MODEL_BYTES,
     NFOLD,
     Trial,
@@ -23,7 +23,7 @@ from edgeboost.compile.train import (
     regression_metrics,
     train_wine_quality,
 )
-from edgeboost.compile.wine import (
+from edgeboost.training.wine import (
     FEATURE_NAMES,
     FEATURE_TYPES,
     PHYSICOCHEMICAL,

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ._deps import require
+from edgeboost.compile._deps import require
+
 from .wine import WineData, historical_split, load_wine_quality
 
 __all__ = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._deps import require
+from edgeboost.compile._deps import require
 
 __all__ = [
     "COLORS",
