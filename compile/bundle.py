@@ -13,7 +13,6 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from edgeboost.runtime.manifest import (
     TargetLibrary,
 )
 from edgeboost.runtime.model import Model
+from edgeboost.runtime.records import replace
 from edgeboost.runtime.targets import TARGETS, host_target
 
 from .errors import MissingToolError, ParityError, ToolchainError

@@ -8,10 +8,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 
@@ -37,16 +37,47 @@ _EXTRAS = {
 class _HELP(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default in --help, but not "(default: None)" or False for a flag."""
 
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        # argparse asks shutil for the width, on every add_argument: shutil (with bz2 and lzma)
+        # costs `serve` 0.5 MiB on a device, for a help text it never prints.
+        if kwargs.get("width") is None:
+            kwargs["width"] = _terminal_columns() - 2  # as argparse does
+        super().__init__(prog, **kwargs)
+
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action) or ""
 
 
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns: $COLUMNS, else the terminal's, else 80."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
+
+
 _DESCRIPTION = (
     "Compile XGBoost models into small native libraries, check them against XGBoost, and "
     "serve them on AWS IoT Greengrass devices with nothing but python3 and cffi."
 )
+
+
+def _path(text: str) -> Path:
+    """argparse's type for paths. pathlib is imported here, not at the top: `serve` on a
+    device never parses a path argument and pathlib costs 0.6 MiB there."""
+    from pathlib import Path
+
+    return Path(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeboost", description=_DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="edgeboost", description=_DESCRIPTION, formatter_class=_HELP
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -115,8 +148,8 @@ def _parser() -> argparse.ArgumentParser:
         "train", formatter_class=_HELP, help="train a reference model from its raw data"
     )
     train.add_argument("dataset", choices=["wine-quality"])
-    train.add_argument("--data", required=True, type=Path, help="folder with the raw UCI CSVs")
-    train.add_argument("-o", "--output", required=True, type=Path, help="model file (.json/.ubj)")
+    train.add_argument("--data", required=True, type=_path, help="folder with the raw UCI CSVs")
+    train.add_argument("-o", "--output", required=True, type=_path, help="model file (.json/.ubj)")
     train.add_argument(
         "--trials", type=int, default=None, help="tuning trials (default: full search)"
     )
@@ -126,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     comp = commands.add_parser(
         "compile", formatter_class=_HELP, help="compile an XGBoost model into a bundle"
     )
-    comp.add_argument("model", type=Path, help="XGBoost model (.json or .ubj)")
-    comp.add_argument("-o", "--output", required=True, type=Path, help="bundle folder")
+    comp.add_argument("model", type=_path, help="XGBoost model (.json or .ubj)")
+    comp.add_argument("-o", "--output", required=True, type=_path, help="bundle folder")
     comp.add_argument(
         "--target",
         action="append",
@@ -151,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("-j", "--jobs", type=int, help="parallel compiler processes (default: cores)")
     comp.add_argument("--no-verify", action="store_true", help="skip the parity check vs XGBoost")
-    comp.add_argument("--keep-sources", type=Path, help="keep the generated C in this folder")
+    comp.add_argument("--keep-sources", type=_path, help="keep the generated C in this folder")
     comp.add_argument(
         "--debug", action="store_true", help="show the traceback of an error, not just its line"
     )
@@ -160,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     pred = commands.add_parser(
         "predict", formatter_class=_HELP, help="predict rows from a JSON file with a bundle"
     )
-    pred.add_argument("bundle", type=Path)
+    pred.add_argument("bundle", type=_path)
     pred.add_argument(
         "input",
         help="JSON file ('-' for stdin): a list of objects keyed by feature name, "
@@ -176,8 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         help="package a bundle as Greengrass components: the model (NAME.Model) and the "
         "inference server (NAME); or, with --lambda, as AWS Lambda zips and their template",
     )
-    pack.add_argument("bundle", type=Path)
-    pack.add_argument("-o", "--output", required=True, type=Path, help="e.g. greengrass-build")
+    pack.add_argument("bundle", type=_path)
+    pack.add_argument("-o", "--output", required=True, type=_path, help="e.g. greengrass-build")
     # Required for Greengrass (checked in _package): --lambda takes neither.
     pack.add_argument(
         "--name", help="component name, e.g. com.example.WineQuality (required without --lambda)"
@@ -224,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pack.add_argument(
         "--consumer-requests",
-        type=Path,
+        type=_path,
         help="also package the example consumer component, sending these records (JSON list)",
     )
     aws = pack.add_argument_group("AWS Lambda (instead of Greengrass components)")
@@ -253,8 +286,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_HELP,
         help="run IPC server, inference component and example consumer on this machine",
     )
-    demo.add_argument("bundle", type=Path)
-    demo.add_argument("--requests", required=True, type=Path, help="JSON list of records to send")
+    demo.add_argument("bundle", type=_path)
+    demo.add_argument("--requests", required=True, type=_path, help="JSON list of records to send")
     demo.add_argument("--repeat", type=int, default=1, help="times to send each record")
     demo.add_argument(
         "--ipc-server",
@@ -265,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--ggl-source",
-        type=Path,
+        type=_path,
         metavar="TARBALL",
         help="nucleus lite's ggl-src-*.tar.xz (default: $EDGEBOOST_GGL_SOURCE, else "
         "../shared/greengrass-lite/ beside this checkout)",
@@ -299,9 +332,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", formatter_class=_HELP, help="answer requests over Greengrass IPC pub/sub"
     )
-    serve.add_argument(
-        "bundle", type=Path, nargs="?", help="bundle folder (or use --model-component)"
-    )
+    # serve's paths stay strings: the runtime takes them as they are (see _path).
+    serve.add_argument("bundle", nargs="?", help="bundle folder (or use --model-component)")
     model = serve.add_argument_group("model component (instead of BUNDLE)")
     model.add_argument(
         "--model-component",
@@ -311,7 +343,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--model-path",
-        type=Path,
         metavar="DIR",
         help="the folder of that component's versions: "
         "{kernel:rootPath}/packages/artifacts-unarchived/NAME",
@@ -589,7 +620,11 @@ def _predict(args: argparse.Namespace) -> int:
     from edgeboost.runtime import Model, strict_json
     from edgeboost.runtime.lambda_handler import decode_event
 
-    raw = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
+    if args.input == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        with open(args.input, "rb") as f:
+            raw = f.read()
     document: Any = strict_json.loads(raw)
     rows = decode_event(document) if isinstance(document, dict) else document
     model = Model.load(args.bundle, target=args.target)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from .exceptions import BundleError, IpcError
 from .model import Model
+from .records import replace
 from .targets import host_target
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
@@ -93,13 +93,15 @@ def fetch_configuration(component: str | None, key_path: list[str]) -> Any:
 class ModelComponent:
     """Where the model component's bundle for this machine is, and loading it."""
 
-    def __init__(self, name: str, model_path: str | Path, *, target: str | None = None) -> None:
+    def __init__(
+        self, name: str, model_path: str | os.PathLike[str], *, target: str | None = None
+    ) -> None:
         self.name = name
         # {kernel:rootPath}/packages/artifacts-unarchived/NAME: one folder per version in it.
-        self.versions = Path(model_path)
+        self.versions = os.fspath(model_path)
         self.target = target or host_target()
 
-    def locate(self, bundle: Any) -> tuple[Path, str]:
+    def locate(self, bundle: Any) -> tuple[str, str]:
         """(bundle folder, expected model sha256) from the component's ``Bundle`` configuration."""
         folders = bundle.get("Folders") if isinstance(bundle, dict) else None
         if not isinstance(folders, dict) or self.target not in folders:
@@ -116,7 +118,7 @@ class ModelComponent:
             raise BundleError(
                 f"{self.name}: configuration Bundle names no valid folder: {bundle!r}"
             )
-        return self.versions / version / folder, str(sha256)
+        return os.path.join(self.versions, version, folder), str(sha256)
 
     def load(self, bundle: Any) -> Model:
         path, sha256 = self.locate(bundle)
@@ -139,7 +141,7 @@ class ComponentLife:
         model_component: ModelComponent | None = None,
     ) -> None:
         self._server, self._transport, self._model = server, transport, model_component
-        self._refused: Path | None = None  # the last bundle refused: not tried again
+        self._refused: str | None = None  # the last bundle refused: not tried again
 
     def start(self) -> None:
         """Subscribe to the configurations and report RUNNING; runs on the server's main
@@ -173,7 +175,7 @@ class ComponentLife:
         self._server.swap_model(model)
         self._server.stats.count("model_swaps")
 
-    def _refuse(self, path: Path | None, error: BundleError) -> None:
+    def _refuse(self, path: str | None, error: BundleError) -> None:
         self._refused = path
         self._server.stats.count("model_refused")
         serving = self._server.model.sha256[:12]
@@ -249,6 +251,4 @@ def _positive_ints(values: dict[str, Any], fields: dict[str, str]) -> dict[str, 
 
 
 def _replace(record: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
     return replace(record, **changes) if changes else record

@@ -11,7 +11,6 @@ import enum
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 __all__ = [
     "MAX_HEADERS_SIZE",
@@ -100,13 +99,28 @@ _INT_FORMATS: dict[HeaderType, struct.Struct] = {
 _LENGTH_PREFIXED = (HeaderType.BYTE_BUF, HeaderType.STRING)
 
 
-@dataclass(frozen=True)
 class Header:
-    """One typed header. Booleans carry their value in the type code (BOOL_TRUE/BOOL_FALSE)."""
+    """One typed header. Booleans carry their value in the type code (BOOL_TRUE/BOOL_FALSE).
 
-    name: str
-    type: HeaderType
-    value: HeaderValue
+    A value object: equal by value, never changed after creation. Plain __slots__, not a
+    dataclass: frames make several per request, and the device runtime does without
+    ``dataclasses`` (see records.py)."""
+
+    __slots__ = ("name", "type", "value")
+
+    def __init__(self, name: str, type: HeaderType, value: HeaderValue) -> None:
+        self.name, self.type, self.value = name, type, value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return (self.name, self.type, self.value) == (other.name, other.type, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.type, self.value))
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.type!r}, {self.value!r})"
 
     @classmethod
     def string(cls, name: str, value: str) -> Header:
@@ -121,12 +135,24 @@ class Header:
         return cls(name, HeaderType.BOOL_TRUE if value else HeaderType.BOOL_FALSE, value)
 
 
-@dataclass(frozen=True)
 class Message:
-    """A decoded frame: headers in wire order, and the payload."""
+    """A decoded frame: headers in wire order, and the payload. A value object, like Header."""
 
-    headers: tuple[Header, ...]
-    payload: bytes = b""
+    __slots__ = ("headers", "payload")
+
+    def __init__(self, headers: tuple[Header, ...], payload: bytes = b"") -> None:
+        self.headers, self.payload = headers, payload
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.headers, self.payload) == (other.headers, other.payload)
+
+    def __hash__(self) -> int:
+        return hash((self.headers, self.payload))
+
+    def __repr__(self) -> str:
+        return f"Message({self.headers!r}, {self.payload!r})"
 
     def find(self, name: str) -> Header | None:
         """The first header called ``name`` (case-insensitive, as aws-c-event-stream compares)."""

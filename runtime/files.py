@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from .exceptions import BundleError, ManifestError
 
@@ -32,7 +31,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CL
 
 
 def read_regular(
-    path: Path, *, limit: int, what: str, error: type[BundleError] = ManifestError
+    path: str, *, limit: int, what: str, error: type[BundleError] = ManifestError
 ) -> bytes:
     """The bytes of ``path``, a regular file (or a symlink to one) of at most ``limit`` bytes.
 
@@ -56,12 +55,12 @@ def read_regular(
     return data
 
 
-def _check_kind(path: Path, mode: int, what: str, error: type[BundleError]) -> None:
+def _check_kind(path: str, mode: int, what: str, error: type[BundleError]) -> None:
     if not stat.S_ISREG(mode):
         raise error(f"{path}: is {_kind(mode)}, expected a regular file ({what})")
 
 
-def _check_size(path: Path, size: int, limit: int, what: str, error: type[BundleError]) -> None:
+def _check_size(path: str, size: int, limit: int, what: str, error: type[BundleError]) -> None:
     if size > limit:
         raise error(f"{path}: is {size:,} bytes, more than the {limit:,} allowed ({what})")
 

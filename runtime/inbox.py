@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from . import protocol
 from .transport import Message
@@ -27,13 +26,15 @@ __all__ = ["Inbox", "Overloaded"]
 KEEP_FOR_ID_BYTES = 1024
 
 
-@dataclass(frozen=True)
 class Overloaded:
     """What an "overloaded" reply needs."""
 
-    topic: str
-    payload: Any  # the payload when small, else None
-    request_id: str | int | None
+    __slots__ = ("payload", "request_id", "topic")
+
+    def __init__(self, topic: str, payload: Any, request_id: str | int | None) -> None:
+        self.topic = topic
+        self.payload = payload  # the payload when small, else None
+        self.request_id = request_id
 
     def reply_id(self) -> str | int | None:
         if self.payload is None:

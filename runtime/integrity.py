@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 # hashlib would load OpenSSL's libcrypto (+3.7 MiB RSS on a device) for one hash of a few
 # hundred KB at start-up; CPython's own SHA-256 is as exact and fast enough.
@@ -40,7 +39,7 @@ CHECKSUMS_NAME = "SHA256SUMS"
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of a file the caller trusts to be a regular file (the build host's own output)."""
     digest = sha256()
     with open(path, "rb") as f:
@@ -54,10 +53,10 @@ def format_checksums(digests: Mapping[str, str]) -> str:
     return "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items()))
 
 
-def read_checksums(bundle_dir: str | Path) -> dict[str, str]:
+def read_checksums(bundle_dir: str | os.PathLike[str]) -> dict[str, str]:
     """SHA256SUMS as {name: lowercase sha256}; every line must be well formed, every name a
     plain relative path inside the bundle, and no name may appear twice."""
-    path = Path(bundle_dir) / CHECKSUMS_NAME
+    path = os.path.join(bundle_dir, CHECKSUMS_NAME)
     try:
         raw = read_regular(path, limit=MAX_CHECKSUMS_BYTES, what="the bundle's checksums")
     except FileNotFoundError:
@@ -77,7 +76,7 @@ def read_checksums(bundle_dir: str | Path) -> dict[str, str]:
     return digests
 
 
-def _add_line(path: Path, number: int, line: str, digests: dict[str, str]) -> None:
+def _add_line(path: str, number: int, line: str, digests: dict[str, str]) -> None:
     where = f"{path}:{number}"
     # "<sha256>  <name>" (text mode) or "<sha256> *<name>" (binary mode), as sha256sum
     # writes; no regular expression: compiling one costs start-up time on the device.
@@ -97,7 +96,7 @@ def _add_line(path: Path, number: int, line: str, digests: dict[str, str]) -> No
 
 
 def check_digest(
-    path: str | Path,
+    path: str | os.PathLike[str],
     data: bytes,
     expected: str,
     *,
@@ -118,7 +117,7 @@ def check_digest(
 
 
 def read_verified(
-    bundle_dir: str | Path,
+    bundle_dir: str | os.PathLike[str],
     relative: str,
     expected: str,
     *,
@@ -132,7 +131,7 @@ def read_verified(
 
     ``key`` is where ``recorded_in`` names the file ("targets.<triple>.file"), for messages.
     """
-    path = Path(bundle_dir) / relative
+    path = os.path.join(bundle_dir, relative)
     what = f"{key} in {recorded_in}" if key else f"listed in {recorded_in}"
     try:
         data = read_regular(path, limit=limit, what=what)
@@ -145,7 +144,7 @@ def read_verified(
 
 
 def check_checksums_cover(
-    bundle_dir: str | Path,
+    bundle_dir: str | os.PathLike[str],
     sums: Mapping[str, str],
     targets: Mapping[str, TargetLibrary],
     loaded: str | None,
@@ -158,22 +157,26 @@ def check_checksums_cover(
     Other targets' libraries are not hashed here: they are never loaded by this process, and
     hashing them would cost start-up time on the device (``verify_bundle`` does it).
     """
-    bundle = Path(bundle_dir)
     named = {library.file for library in targets.values()}
     for name in sums:
         if name != MANIFEST_NAME and name not in named:
             raise ManifestError(
-                f"{bundle / CHECKSUMS_NAME}: lists {name}, which is neither {MANIFEST_NAME} "
-                f"nor a library named in {MANIFEST_NAME}"
+                f"{os.path.join(bundle_dir, CHECKSUMS_NAME)}: lists {name}, which is neither "
+                f"{MANIFEST_NAME} nor a library named in {MANIFEST_NAME}"
             )
     for triple, library in targets.items():
-        _check_line(bundle, sums, triple, library, required=triple == loaded)
+        _check_line(bundle_dir, sums, triple, library, required=triple == loaded)
 
 
 def _check_line(
-    bundle: Path, sums: Mapping[str, str], triple: str, library: TargetLibrary, *, required: bool
+    bundle: str | os.PathLike[str],
+    sums: Mapping[str, str],
+    triple: str,
+    library: TargetLibrary,
+    *,
+    required: bool,
 ) -> None:
-    path = bundle / library.file
+    path = os.path.join(bundle, library.file)
     listed = sums.get(library.file)
     if listed is None:
         # lexists: a dangling symlink is there too, and must be listed like any file.
@@ -190,24 +193,26 @@ def _check_line(
         )
 
 
-def read_sealed_manifest(bundle_dir: str | Path) -> tuple[Manifest, dict[str, str]]:
+def read_sealed_manifest(bundle_dir: str | os.PathLike[str]) -> tuple[Manifest, dict[str, str]]:
     """The manifest, parsed from the very bytes whose sha256 SHA256SUMS records, and
     SHA256SUMS itself."""
-    bundle = Path(bundle_dir)
+    bundle = os.fspath(bundle_dir)
     raw = read_manifest_bytes(bundle)  # first: "no manifest" is the error for a non-bundle
     sums = read_checksums(bundle)
     if MANIFEST_NAME not in sums:
-        raise ManifestError(f"{bundle / CHECKSUMS_NAME}: does not list {MANIFEST_NAME}")
-    path = bundle / MANIFEST_NAME
+        raise ManifestError(
+            f"{os.path.join(bundle, CHECKSUMS_NAME)}: does not list {MANIFEST_NAME}"
+        )
+    path = os.path.join(bundle, MANIFEST_NAME)
     check_digest(path, raw, sums[MANIFEST_NAME], recorded_in=CHECKSUMS_NAME)
-    return Manifest.from_bytes(raw, source=str(path)), sums
+    return Manifest.from_bytes(raw, source=path), sums
 
 
-def verify_bundle(bundle_dir: str | Path) -> Manifest:
+def verify_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
     """Everything a full bundle seals, hashed: the manifest, every library the manifest
     names (all must be present), and the agreement of SHA256SUMS with the manifest. For
     packaging and audits; ``Model.load`` hashes only what it loads."""
-    bundle = Path(bundle_dir)
+    bundle = os.fspath(bundle_dir)
     manifest, sums = read_sealed_manifest(bundle)
     check_checksums_cover(bundle, sums, manifest.targets, loaded=None)
     for triple, library in manifest.targets.items():

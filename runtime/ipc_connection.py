@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 from .eventstream import FrameDecoder, FrameError, Header, Message, MessageFlag, MessageType
 from .eventstream import encode_message as encode
@@ -57,15 +56,23 @@ class ClosedByServer(ConnectionLost):
     """The server ended the connection (end of stream)."""
 
 
-@dataclass
 class _Stream:
-    operation: str
-    response: Future[dict[str, Any]]
-    deadline: float
-    topic: str | None = None
-    on_event: Callable[[dict[str, Any]], None] | None = None
-    on_closed: Callable[[], None] | None = None
-    answered: bool = False
+    """One open operation: its response, and for a subscription its callbacks."""
+
+    __slots__ = ("answered", "deadline", "on_closed", "on_event", "operation", "response", "topic")
+
+    def __init__(
+        self,
+        operation: str,
+        response: Future[dict[str, Any]],
+        deadline: float,
+        topic: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self.operation, self.response, self.deadline = operation, response, deadline
+        self.topic, self.on_event, self.on_closed = topic, on_event, on_closed
+        self.answered = False
 
 
 class IpcConnection:

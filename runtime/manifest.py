@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import os
 
 from .exceptions import ManifestError
 from .files import MAX_LIBRARY_BYTES, MAX_MANIFEST_BYTES, path_problem, read_regular
+from .records import as_dict, field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _INT32_MAX = 2**31 - 1
 _LOWER_HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True)
+@record
 class ModelSource:
     """The booster file the bundle was compiled from."""
 
@@ -49,7 +49,7 @@ class ModelSource:
     format: str  # "xgboost-json" or "xgboost-ubjson"
 
 
-@dataclass(frozen=True)
+@record
 class TargetLibrary:
     """One compiled library and how it was built."""
 
@@ -64,7 +64,7 @@ class TargetLibrary:
     parity: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Manifest:
     schema_version: int
     model: ModelSource
@@ -85,23 +85,23 @@ class Manifest:
     targets: dict[str, TargetLibrary] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        return json.dumps(as_dict(self), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def read(cls, bundle_dir: str | Path) -> Manifest:
+    def read(cls, bundle_dir: str | os.PathLike[str]) -> Manifest:
         """The manifest of ``bundle_dir``, unchecked against SHA256SUMS (see
         ``integrity.read_sealed_manifest`` for the checked one)."""
-        path = Path(bundle_dir) / MANIFEST_NAME
-        return cls.from_bytes(read_manifest_bytes(bundle_dir), source=str(path))
+        path = os.path.join(bundle_dir, MANIFEST_NAME)
+        return cls.from_bytes(read_manifest_bytes(bundle_dir), source=path)
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, source: str = MANIFEST_NAME) -> Manifest:
         return _parse(_Reader(_strict_json(raw, source), source))
 
 
-def read_manifest_bytes(bundle_dir: str | Path) -> bytes:
+def read_manifest_bytes(bundle_dir: str | os.PathLike[str]) -> bytes:
     """manifest.json's bytes: a regular file of at most 1 MiB, read without blocking."""
-    path = Path(bundle_dir) / MANIFEST_NAME
+    path = os.path.join(bundle_dir, MANIFEST_NAME)
     try:
         return read_regular(path, limit=MAX_MANIFEST_BYTES, what="the bundle's manifest")
     except FileNotFoundError:

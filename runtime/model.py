@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from pathlib import Path
 
 from .exceptions import ManifestError, MetadataMismatchError, NoLibraryForPlatformError
 from .files import MAX_LIBRARY_BYTES
@@ -50,7 +50,7 @@ class Model:
         "target",
     )
 
-    def __init__(self, *, manifest: Manifest, native: NativeLibrary, path: Path, target: str):
+    def __init__(self, *, manifest: Manifest, native: NativeLibrary, path: str, target: str):
         self.manifest = manifest
         self.path = path
         self.target = target
@@ -70,7 +70,7 @@ class Model:
         )
 
     @classmethod
-    def load(cls, bundle: str | Path, *, target: str | None = None) -> Model:
+    def load(cls, bundle: str | os.PathLike[str], *, target: str | None = None) -> Model:
         """Load ``bundle`` for this machine (or for ``target``), refusing anything that differs.
 
         Checks, in order: the manifest's sha256 (SHA256SUMS), the manifest schema, that a
@@ -83,7 +83,7 @@ class Model:
         from the bytes that were hashed, and the library is loaded from a private copy of
         the bytes that were hashed, never from the bundle's file (see native.load_library).
         """
-        path = Path(bundle)
+        path = os.fspath(bundle)
         manifest, sums = read_sealed_manifest(path)
         if target is None:
             try:
@@ -108,12 +108,13 @@ class Model:
             key=f"targets.{target}.file",
             expected_size=library.size,
         )
-        native = load_library(image, path / library.file)
+        native = load_library(image, os.path.join(path, library.file))
         _check_library_metadata(native, manifest)
         # Last, as the least telling: the hash matched, so only the manifest's size is wrong.
         if len(image) != library.size:
+            manifest_path = os.path.join(path, MANIFEST_NAME)
             raise ManifestError(
-                f"{path / MANIFEST_NAME}: targets.{target}.size: expected {len(image):,} "
+                f"{manifest_path}: targets.{target}.size: expected {len(image):,} "
                 f"(the size of {library.file}, whose sha256 matches), found {library.size:,}"
             )
         return cls(manifest=manifest, native=native, path=path, target=target)
@@ -243,13 +244,14 @@ def _learn_numpy() -> None:
     _ndarray = numpy.ndarray  # last: the fast path in predict() keys on it
 
 
-def _check_manifest_abi(manifest: Manifest, bundle: Path) -> None:
+def _check_manifest_abi(manifest: Manifest, bundle: str) -> None:
     """Refuse a bundle built for another ABI before its library is even read."""
     runtime = runtime_abi_version()
     if manifest.abi_version != runtime:
         raise ManifestError(
-            f"{bundle / MANIFEST_NAME}: abi_version: expected {runtime} (the ABI this runtime "
-            f"speaks), found {manifest.abi_version}; rebuild the bundle with this edgeboost"
+            f"{os.path.join(bundle, MANIFEST_NAME)}: abi_version: expected {runtime} (the ABI "
+            f"this runtime speaks), found {manifest.abi_version}; rebuild the bundle with this "
+            "edgeboost"
         )
 
 

@@ -13,14 +13,13 @@ import errno
 import fcntl
 import os
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
 
 import _cffi_backend
 
 from ._abi import ffi as _FFI
 from .elf import check_shared_object
 from .exceptions import LibraryLoadError, MetadataMismatchError, NativeError
+from .records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def runtime_abi_version() -> int:
 
 
 # Not slots=True: weakref.finalize (in load_library) needs a weak reference to the object.
-@dataclass(frozen=True)
+@record
 class NativeLibrary:
     """A loaded model library. Keep this object alive as long as the model is used: when
     it is collected, the library is unloaded."""
@@ -67,7 +66,7 @@ class NativeLibrary:
             raise NativeError(status, self.string(self.lib.edgeboost_status_message(status)))
 
 
-def load_library(image: bytes, origin: str | Path) -> NativeLibrary:
+def load_library(image: bytes, origin: str) -> NativeLibrary:
     """dlopen a private copy of ``image``, the verified bytes of the library file ``origin``.
 
     The file on disk is never mapped: the loader maps a sealed memfd (or, without memfd, an

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .exceptions import IpcNotSentError, IpcRefusedError
 from .service_log import ProblemLog
@@ -36,11 +35,12 @@ if TYPE_CHECKING:
 __all__ = ["Outbox", "Reply"]
 
 
-@dataclass
 class Reply:
-    topic: str
-    payload: bytes
-    queued: float = field(default_factory=time.monotonic)
+    __slots__ = ("payload", "queued", "topic")
+
+    def __init__(self, topic: str, payload: bytes) -> None:
+        self.topic, self.payload = topic, payload
+        self.queued = time.monotonic()
 
 
 class Outbox:

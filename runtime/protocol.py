@@ -25,10 +25,10 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 
 from . import strict_json
 from .exceptions import FeatureNameError, InputError, RequestError
+from .records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ ERROR_CODES = {
 _MAX_ID_LENGTH = 256
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     max_payload_bytes: int = 256 * 1024
     max_rows: int = 1000
@@ -73,13 +73,21 @@ class Limits:
     max_reply_bytes: int = 12 * 1024 * 1024
 
 
-@dataclass(frozen=True)
 class Request:
-    id: str | int | None
-    instances: list[Any]
-    margin: bool
-    reply_to: str | None
-    legacy: bool
+    """One decoded request (per message: a plain __slots__ class, see records.py)."""
+
+    __slots__ = ("id", "instances", "legacy", "margin", "reply_to")
+
+    def __init__(
+        self,
+        id: str | int | None,
+        instances: list[Any],
+        margin: bool,
+        reply_to: str | None,
+        legacy: bool,
+    ) -> None:
+        self.id, self.instances, self.margin = id, instances, margin
+        self.reply_to, self.legacy = reply_to, legacy
 
 
 def decode_request(payload: bytes | Any, *, limits: Limits, legacy_topic: bool) -> Request:

@@ -25,7 +25,6 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 
 from . import protocol
 from .exceptions import IpcError, RequestError
@@ -33,6 +32,7 @@ from .inbox import Inbox, Overloaded
 from .model import Model
 from .outbox import Outbox, Reply
 from .protocol import Limits, Request
+from .records import record
 from .service_log import ProblemLog
 from .transport import Message
 
@@ -64,14 +64,14 @@ EXIT_ABANDONED = 3  # shutdown came before every received request was answered
 _FINAL = ("published", "publish_not_sent", "publish_unconfirmed", "unanswerable")
 
 
-@dataclass(frozen=True)
+@record
 class ServerConfig:
     request_topic: str = "edgeboost/inference/request"
     response_topic: str = "edgeboost/inference/response"
     # The old Lambda-in-Docker component's topics; None disables compatibility.
     legacy_request_topic: str | None = "local/inference"
     legacy_response_topic: str = "local/result"
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = Limits()  # immutable, so one instance serves as every default
     queue_size: int = 64  # requests waiting for a worker; beyond it they get "overloaded"
     overload_queue_size: int = 4096  # requests waiting for their "overloaded" reply
     workers: int = 1

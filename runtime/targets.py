@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+
+from .records import record
 
 __all__ = ["MIN_PYTHON", "TARGETS", "Target", "host_target", "target_mismatch"]
 
@@ -16,13 +17,13 @@ TARGET_ENV_VAR = "EDGEBOOST_TARGET"
 # recipe can check it on the device before anything else. It is not pyproject's requires-python
 # (3.10), which is for the whole distribution: the build host's tools (compile, package, broker).
 # So what a device runs (compile/runtime_tree.py) is written for 3.9, for what that costs:
-# no @dataclass(slots=True) (plain dataclasses), no zip(strict=...), no isinstance(x, A | B) and
+# no zip(strict=...), no isinstance(x, A | B) and
 # no X | Y outside annotations (they are strings there: `from __future__ import annotations`).
 # ruff lints those files as 3.9 code (pyproject); tests/test_device_e2e.py runs them on 3.9.
 MIN_PYTHON = (3, 9)
 
 
-@dataclass(frozen=True)
+@record
 class Target:
     triple: str
     # Values of os.uname().machine (platform.machine()) a process of this target reports.

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 from .exceptions import IpcError
 
@@ -68,13 +67,15 @@ def subscribe_advice(topic: str) -> str:
     )
 
 
-@dataclass(frozen=True)
 class Message:
-    """One delivery: ``payload`` is bytes (binaryMessage) or a decoded object (jsonMessage)."""
+    """One delivery: ``payload`` is bytes (binaryMessage) or a decoded object (jsonMessage).
+    One per request: a plain __slots__ class (see records.py)."""
 
-    topic: str
-    payload: Any
-    received: float = field(default_factory=time.monotonic)
+    __slots__ = ("payload", "received", "topic")
+
+    def __init__(self, topic: str, payload: Any) -> None:
+        self.topic, self.payload = topic, payload
+        self.received = time.monotonic()
 
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)

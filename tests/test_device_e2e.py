@@ -131,6 +131,7 @@ class Device:
         text = str(self.lifecycle[step]["Script"])
         text = text.replace("{artifacts:decompressedPath}", str(self.decompressed))
         text = text.replace("{kernel:rootPath}", str(self.folder))
+        text = text.replace("{work:path}", str(self.work))
         for name in self.dependencies:
             text = text.replace(f"{{{name}:artifacts:decompressedPath}}", str(self.paths[name]))
         text = re.sub(
@@ -213,6 +214,10 @@ def test_install_then_run_answers_like_the_host(
     installed, install_seconds = dev.install()
     assert (installed.returncode, installed.stderr) == (0, ""), installed
     assert install_seconds < dev.lifecycle["Install"]["Timeout"]
+    # Install compiled the runtime, and the standard library it imports, into the work folder
+    # (the artifacts are read-only on a device): Run compiles nothing.
+    compiled = set(dev.work.rglob("*.pyc"))
+    assert any(p.name.startswith("server.") for p in compiled), installed
 
     records = json.loads(REQUESTS.read_text())
     expected = Model.load(bundle).predict(records)  # this machine's library, on this Python
@@ -224,6 +229,9 @@ def test_install_then_run_answers_like_the_host(
     assert answered == [[p] for p in expected], logs
     assert [r for r in replies if isinstance(r, list)] == [expected], logs  # the legacy reply
     assert code == 0, logs
+    assert sorted(map(str, set(dev.work.rglob("*.pyc")) - compiled)) == [], "Run compiled"
+    # and wrote nothing beside the artifacts (as root here, it could have).
+    assert not list(dev.decompressed.rglob("__pycache__")), logs
     assert seconds["stop"] < STOP_SECONDS, f"SIGTERM took {seconds['stop']:.2f} s:\n{logs}"
 
 

@@ -11,6 +11,7 @@ import venv
 from collections.abc import Callable
 from pathlib import Path
 
+import _cffi_backend
 import pytest
 
 from edgeboost.compile.runtime_tree import copy_runtime_tree, runtime_files
@@ -146,3 +147,46 @@ def test_cli_predict_on_the_device_tree(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == OLD_MODEL_EXPECTED
+
+
+# What `edgeboost serve` must not import on a device, with what each cost there (RSS after
+# import, Debian's python3 3.11, x86_64): the 16 MiB budget of a serving process is met by
+# leaving them out (README "Memory").
+_HEAVY_MODULES = {
+    "dataclasses": "1.1 MiB with inspect, ast and dis: runtime/records.py instead",
+    "inspect": "with dataclasses",
+    "pathlib": "0.6 MiB with urllib and ipaddress: os.path instead",
+    "shutil": "0.5 MiB with bz2 and lzma: argparse's width asked of os instead",
+    "typing": "1.0 MiB: TYPE_CHECKING = False instead",
+    "hashlib": "3.7 MiB with OpenSSL: _sha256 instead",
+    "uuid": "0.4 MiB",
+    "platform": "0.4 MiB",
+    "cffi": "2.3 MiB with pycparser: runtime/_abi.py instead",
+}
+
+
+def test_serve_imports_nothing_heavy(shipped_bundle: Path, tmp_path: Path) -> None:
+    tree = copy_runtime_tree(tmp_path / "device")
+    probe = (
+        "import sys\n"
+        "from edgeboost.cli import _parser\n"
+        f"args = _parser().parse_args(['serve', {str(shipped_bundle)!r}])\n"
+        "import edgeboost.runtime.component, edgeboost.runtime.ipc_transport, signal\n"
+        "from edgeboost.runtime import Model\n"
+        "model = Model.load(args.bundle)\n"
+        "model.predict([[0.0] * model.num_feature])\n"
+        f"print(sorted(set({sorted(_HEAVY_MODULES)!r}) & set(sys.modules)))\n"
+    )
+    # -S: this venv's .pth files import some of those at start-up; a device has none. cffi's
+    # backend is found by path instead.
+    site_packages = os.path.dirname(str(_cffi_backend.__file__))
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{tree}:{site_packages}"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = result.stdout.split("\n")[0]
+    assert imported == "[]", {m: _HEAVY_MODULES[m] for m in eval(imported)}

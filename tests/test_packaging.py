@@ -298,6 +298,10 @@ def _run_install(output: Path, triple: str, tmp_path: Path) -> subprocess.Comple
 def test_install_accepts_the_host_zip(packaged: Path, tmp_path: Path) -> None:
     result = _run_install(packaged, host_target(), tmp_path)
     assert (result.returncode, result.stderr) == (0, "")
+    # The runtime's bytecode goes to the work folder: the artifacts are read-only on a device.
+    compiled = list((tmp_path / "work" / "pycache").rglob("*.pyc"))
+    assert any(p.name.startswith("server.") for p in compiled), compiled
+    assert not list((tmp_path / "artifacts").rglob("__pycache__"))
 
 
 def test_install_refuses_a_zip_python3_cannot_load(packaged: Path, tmp_path: Path) -> None:
