@@ -12,6 +12,7 @@ the test components TALKER, LISTENER and STRANGER). The configuration tests star
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,4 +88,7 @@ def greengrass_lite(
     root = tmp_path_factory.mktemp("ggl")
     with GreengrassLite(lite_build.daemons, root, components, shim=lite_build.shim) as lite:
         yield lite
-    assert not lite.leftovers(), f"nucleus lite left {lite.leftovers()} behind"
+    # Checked by test_stopping_leaves_no_process_cgroup_or_mount; here only reported, as a
+    # teardown failure would be pinned on whichever test ran last.
+    if lite.leftovers():
+        warnings.warn(f"nucleus lite left {lite.leftovers()} behind", stacklevel=1)

@@ -76,7 +76,9 @@ CACHE = REPO / "tests" / ".cache" / "emulation"
 PROBE = REPO / "tests" / "_probe_cross.py"
 NATIVE = Path(str(resources.files("edgeboost.native")))
 EMULATED = ("aarch64-linux-gnu", "armv7-linux-gnueabihf")
-TARGET_ROWS = 25_000  # probing rows per model and target, on top of the Hypothesis rows
+# Probing rows per model and target, on top of the Hypothesis rows: with 17 models and 3
+# Hypothesis models (12,800 rows each), 463,400 rows per target, 1.39 million in all.
+TARGET_ROWS = 25_000
 HYPOTHESIS_MODELS = ("shipped", "reg_squarederror", "multi_softprob")
 # Objectives tests/zoo.py does not train: name -> (params, label kind, label transform).
 EXTRA_OBJECTIVES: dict[str, tuple[dict[str, Any], str, Callable[[np.ndarray], np.ndarray]]] = {
@@ -497,12 +499,6 @@ def test_bad_calls_return_status_codes(case: Callable[[str], CompiledCase]) -> N
 
 # ---------------------------------------------------------------------------------------------
 # Every target through the parity driver
-
-
-def test_parity_budget_reaches_a_million_rows() -> None:
-    per_target = len(MODELS) * TARGET_ROWS
-    hypothesis = len(HYPOTHESIS_MODELS) * HYPOTHESIS_BATCHES * HYPOTHESIS_ROWS_PER_BATCH
-    assert len(TARGETS) * (per_target + hypothesis) >= 1_000_000
 
 
 @pytest.mark.slow
