@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from edgeboost.runtime.eventstream import FrameDecoder, Header, MessageFlag, MessageType
+from edgeboost.runtime.eventstream import FrameDecoder, Header, Message, MessageFlag, MessageType
 from edgeboost.runtime.eventstream import encode_message as encode
 
 
@@ -38,7 +38,7 @@ def main(socket_path: str, component: str, cgroup: str | None = None) -> int:
         connection.settimeout(10)
         connection.connect(socket_path)
         connection.sendall(connect)
-        frames = []
+        frames: list[Message] = []
         while not frames:
             data = connection.recv(4096)
             if not data:  # ggipcd refuses by closing the connection

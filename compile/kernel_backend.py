@@ -93,7 +93,8 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     floats = np.asarray(values, dtype=np.float32) + np.float32(0.0)  # -0.0 + 0.0 == +0.0
     bits = floats.view(np.uint32)
     negative = (bits & np.uint32(0x80000000)) != 0
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
+    keys: np.ndarray = np.where(negative, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
+    return keys
 
 
 @dataclass(frozen=True)

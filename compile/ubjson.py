@@ -119,7 +119,9 @@ class _Reader:
         kind, count = self.container_header()
         if kind in _NUMBERS and count is not None:
             dtype = np.dtype(_NUMBERS[kind])
-            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).tolist()
+            raw = self.take(count * dtype.itemsize)
+            values: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
+            return values
         if count is not None:
             return [self.value(depth, kind) for _ in range(count)]
         items = []

@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~1 MiB)
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ def _terminal_columns() -> int:
         columns = 0
     if columns <= 0:
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # no stdout (None), or not a terminal
             columns = 80
     return columns
 
@@ -305,10 +305,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
-    try:  # the broker is a development tool: device zips do not ship it
-        from edgeboost.broker.cli import add_arguments as add_broker_arguments
-    except ImportError:
-        add_broker_arguments = None
+    # The broker is a development tool: device zips do not ship it.
+    add_broker_arguments = _host_only_arguments("edgeboost.broker.cli")
     if add_broker_arguments is not None:
         broker = commands.add_parser(
             "broker",
@@ -318,10 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         add_broker_arguments(broker)
         broker.set_defaults(handler=_broker)
 
-    try:  # host-side only, like the broker
-        from edgeboost.benchmarks.cli import add_arguments as add_bench_arguments
-    except ImportError:
-        add_bench_arguments = None
+    add_bench_arguments = _host_only_arguments("edgeboost.benchmarks.cli")  # as the broker
     if add_bench_arguments is not None:
         bench = commands.add_parser(
             "bench", formatter_class=_HELP, help="benchmark report: speed, memory, size, parity"
@@ -350,6 +345,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_server_options(serve)
     serve.set_defaults(handler=_serve)
     return parser
+
+
+def _host_only_arguments(module: str) -> Callable[[argparse.ArgumentParser], None] | None:
+    """The ``add_arguments`` of a host-only subcommand's module; None where it is not there."""
+    try:
+        found = __import__(module, fromlist=["add_arguments"])
+        adder: Callable[[argparse.ArgumentParser], None] = found.add_arguments
+    except ImportError:
+        return None
+    return adder
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:

@@ -378,7 +378,8 @@ def _package_consumer(output: Path, options: ComponentOptions, requests: Path) -
     artifacts.mkdir(parents=True, exist_ok=True)
     code = (
         resources.files("edgeboost.recipes")
-        .joinpath("example-consumer", "consumer.py")
+        .joinpath("example-consumer")
+        .joinpath("consumer.py")
         .read_bytes()
     )
     (artifacts / "consumer.py").write_bytes(code)
