@@ -16,6 +16,7 @@ from typing import Any
 from edgeboost.runtime.targets import TARGETS
 
 from .config import WINE_SHAPED
+from .engines import TL2CGEN_PREDICTOR, XGBOOST_ONE_THREAD, edgeboost_key
 
 __all__ = [
     "BACKEND_ENGINES",
@@ -27,12 +28,15 @@ __all__ = [
 
 # The engines each backend's figures come from: from Python (numpy rows) and from C.
 BACKEND_ENGINES: dict[str, dict[str, str]] = {
-    "tl2cgen": {"python": "edgeboost-numpy", "c": "edgeboost-c"},
-    "kernel": {"python": "edgeboost-kernel-numpy", "c": "edgeboost-kernel-c"},
+    backend: {"python": edgeboost_key(backend, "numpy"), "c": edgeboost_key(backend, "c")}
+    for backend in ("tl2cgen", "kernel")
 }
 # The peers the kernel is compared with, from Python: XGBoost on one thread is the fair
 # single-core reference; TL2cgen's own predictor (export_lib) is the code generator's.
-PEER_ENGINES: dict[str, str] = {"xgboost": "xgboost-inplace-1t", "tl2cgen_predictor": "tl2cgen"}
+PEER_ENGINES: dict[str, str] = {
+    "xgboost": XGBOOST_ONE_THREAD,
+    "tl2cgen_predictor": TL2CGEN_PREDICTOR,
+}
 # Figures where lower is better (the others: higher is better).
 LOWER_IS_BETTER = frozenset(
     {

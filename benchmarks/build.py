@@ -16,9 +16,7 @@ from typing import Any
 
 from .models import ModelCase
 
-__all__ = ["DEFAULT_BACKEND", "ModelBuild", "TargetBuild", "build_model"]
-
-DEFAULT_BACKEND = "tl2cgen"
+__all__ = ["ModelBuild", "TargetBuild", "build_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ def build_model(
     targets: tuple[str, ...],
     work: Path,
     *,
-    backend: str = DEFAULT_BACKEND,
+    backend: str,
     say: Callable[[str], None] = print,
 ) -> ModelBuild:
     """Compile ``case`` for each target (the host one always, first). A missing cross

@@ -88,7 +88,7 @@ class BenchConfig:
     wine_targets: tuple[str, ...] = ("all",)
     wine_host_only: tuple[str, ...] = ()
     # edgeboost backends compiled per model (each engine names the backend it loads).
-    backends: tuple[str, ...] = ("tl2cgen", "kernel")
+    backends: tuple[str, ...] = ("kernel", "tl2cgen")
     # Engines by key (see engines.ENGINES); empty means all.
     engines: tuple[str, ...] = ()
     batch_sizes: tuple[int, ...] = (1, 100, 10_000, 100_000)
@@ -133,10 +133,10 @@ _QUICK_WINE_SHAPED = replace(
     host_only=("tl2cgen",),
     engines=(
         "xgboost-inplace-1t",
-        "edgeboost-numpy",
-        "edgeboost-c",
         "edgeboost-kernel-numpy",
         "edgeboost-kernel-c",
+        "edgeboost-tl2cgen-numpy",
+        "edgeboost-tl2cgen-c",
     ),
 )
 

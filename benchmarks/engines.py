@@ -2,7 +2,7 @@
 
 An engine is benchmarked through two small interfaces:
 
-- ``Engine``: a name, the packages it needs, ``build`` (files made once per model, such as
+- ``Engine``: a key, the packages it needs, ``build`` (files made once per model, such as
   TL2cgen's library or an ONNX file), ``open`` (load the model in this process) and
   ``coldstart_command`` (the fresh process that measures its import, load and peak RSS);
 - ``Session``: an opened model. ``prepare`` turns float32 rows into the engine's own input
@@ -13,11 +13,12 @@ An engine is benchmarked through two small interfaces:
 Only the standard library is imported here at module level: the fresh processes that measure
 start-up import this module, and must not pay for numpy unless the engine does.
 
-Adding an engine is one more entry in ``ENGINES``. The edgeboost ``kernel`` backend has two:
-``EdgeboostRuntime("numpy", backend="kernel")`` and ``EdgeboostC(backend="kernel")``; an engine's
-``backend`` makes the run compile that backend's bundles too (``compile_bundle(...,
-backend="kernel")``), per target, with its sizes, compile times and per-target parity. A model
-for which the config does not compile an engine's backend leaves that engine out.
+``ENGINES`` is the one table of engines. Every edgeboost engine names the backend whose
+bundles it loads and the form its rows take: ``edgeboost-BACKEND-FORM`` (``edgeboost_key``),
+e.g. ``edgeboost-kernel-numpy`` or ``edgeboost-tl2cgen-c``. An engine's ``backend`` makes the
+run compile that backend's bundles too, per target, with their sizes, compile times and
+per-target parity; a model for which the config does not compile an engine's backend leaves
+that engine out. Adding an engine is one more entry in ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -37,12 +38,26 @@ from typing import Any, ClassVar
 
 from .measure import Measurement, time_calls
 
-__all__ = ["ENGINES", "Artifacts", "Engine", "Inputs", "Session", "select_engines"]
+__all__ = [
+    "ENGINES",
+    "TL2CGEN_PREDICTOR",
+    "XGBOOST_ONE_THREAD",
+    "Artifacts",
+    "Engine",
+    "Inputs",
+    "Session",
+    "edgeboost_key",
+    "select_engines",
+]
 
 _THREADS = (
     "uses several threads by default: on a busy shared machine a call can wait for a "
     "descheduled worker thread, which shows in single-row latency (compare nthread=1)"
 )
+# The peers each backend is compared with: XGBoost on one thread is the fair one-core
+# reference; TL2cgen's own predictor (export_lib) is the code generator's.
+XGBOOST_ONE_THREAD = "xgboost-inplace-1t"
+TL2CGEN_PREDICTOR = "tl2cgen-predictor"
 # Distinct batches prepared per batch size (calls cycle through them), and rows at most.
 _MAX_BATCHES, _MAX_PREPARED_ROWS = 256, 100_000
 
@@ -132,8 +147,10 @@ class Engine:
     accepts_inf: bool = True
     # Said next to the engine's numbers in the report.
     note: str = ""
-    # The edgeboost backend whose bundles the engine loads (None: it needs none).
+    # The edgeboost backend whose bundles the engine loads (None: it needs none), and the form
+    # its rows take ("numpy", "array", "dicts" from Python; "c" from the C harness).
     backend: str | None = None
+    form: str | None = None
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run here, or None."""
@@ -284,7 +301,7 @@ class _TL2cgenSession(Session):
 
 
 class TL2cgenPredictor(Engine):
-    key, label = "tl2cgen", "tl2cgen.Predictor (export_lib, default options)"
+    key, label = TL2CGEN_PREDICTOR, "tl2cgen.Predictor (export_lib, default options)"
     imports = ("tl2cgen", "treelite")
     distributions = ("tl2cgen",)
     note = (
@@ -403,6 +420,11 @@ class _EdgeboostSession(Session):
         return _column(margin, len(rows)), _column(self.model.predict(prepared), len(rows))
 
 
+def edgeboost_key(backend: str, form: str) -> str:
+    """The key of the edgeboost engine that loads ``backend``'s bundles with rows in ``form``."""
+    return f"edgeboost-{backend}-{form}"
+
+
 class EdgeboostRuntime(Engine):
     family = "edgeboost"
     imports: tuple[str, ...] = ("cffi",)
@@ -413,15 +435,13 @@ class EdgeboostRuntime(Engine):
         "dicts": "list of dicts by feature name, no numpy",
     }
 
-    def __init__(self, form: str, backend: str = "tl2cgen") -> None:
+    def __init__(self, form: str, *, backend: str) -> None:
         if form not in self._FORMS:
             raise ValueError(f"unknown input form {form!r}; known: {sorted(self._FORMS)}")
         self.form = form
-        self.backend = self._backend = backend
-        infix = "" if backend == "tl2cgen" else f"-{backend}"
-        self.key = f"edgeboost{infix}-{form}"
-        backend_label = "" if backend == "tl2cgen" else f", {backend} backend"
-        self.label = f"edgeboost runtime ({self._FORMS[form]}{backend_label})"
+        self.backend = backend
+        self.key = edgeboost_key(backend, form)
+        self.label = f"edgeboost {backend} backend, runtime ({self._FORMS[form]})"
         if form == "numpy":
             self.imports = ("cffi", "numpy")
 
@@ -431,7 +451,8 @@ class EdgeboostRuntime(Engine):
             importlib.import_module("numpy")
 
     def open(self, artifacts: Artifacts) -> Session:
-        return _EdgeboostSession(artifacts, self._backend, self.form)
+        assert self.backend is not None and self.form is not None
+        return _EdgeboostSession(artifacts, self.backend, self.form)
 
 
 class _HarnessSession(Session):
@@ -471,15 +492,14 @@ class _HarnessSession(Session):
 
 
 class EdgeboostC(Engine):
-    key, label = "edgeboost-c", "edgeboost library from C (c_bench, no Python)"
     family = "edgeboost"
+    form = "c"
     note = "timed inside the C process (clock_gettime); parity through native/parity_driver.c"
 
-    def __init__(self, backend: str = "tl2cgen") -> None:
-        self.backend = self._backend = backend
-        if backend != "tl2cgen":
-            self.key = f"edgeboost-{backend}-c"
-            self.label = f"edgeboost {backend} backend from C (c_bench, no Python)"
+    def __init__(self, *, backend: str) -> None:
+        self.backend = self._backend_name = backend
+        self.key = edgeboost_key(backend, "c")
+        self.label = f"edgeboost {backend} backend, from C (c_bench, no Python)"
 
     def unavailable(self) -> str | None:
         import shutil
@@ -493,31 +513,33 @@ class EdgeboostC(Engine):
 
         from .harness import build_harness
 
-        bundle = Path(artifacts.bundles[self._backend])
+        bundle = Path(artifacts.bundles[self._backend_name])
         library = bundle / Manifest.read(bundle).targets[host_target()].file
-        out = Path(artifacts.work) / "engines" / "c" / f"{artifacts.model}-{self._backend}"
+        out = Path(artifacts.work) / "engines" / "c" / f"{artifacts.model}-{self._backend_name}"
         binary = build_harness(library, out / "c_bench")
         import numpy as np
 
         one_row = out / "one-row.bin"
         write_rows(one_row, np.zeros((1, len(artifacts.feature_names)), dtype=np.float32))
         return {
-            f"c_bench_{self._backend}": str(binary),
-            f"c_bench_{self._backend}_row": str(one_row),
+            f"c_bench_{self._backend_name}": str(binary),
+            f"c_bench_{self._backend_name}_row": str(one_row),
         }
 
     def import_modules(self) -> None:
         pass
 
     def open(self, artifacts: Artifacts) -> Session:
-        return _HarnessSession(artifacts, self._backend)
+        return _HarnessSession(artifacts, self._backend_name)
 
     def coldstart_command(self, artifacts_file: Path, artifacts: Artifacts) -> list[str]:
-        row = artifacts.files[f"c_bench_{self._backend}_row"]
-        binary = artifacts.files[f"c_bench_{self._backend}"]
+        row = artifacts.files[f"c_bench_{self._backend_name}_row"]
+        binary = artifacts.files[f"c_bench_{self._backend_name}"]
         return [binary, row, "1", "1", os.devnull]
 
 
+# The kernel backend (compile's default) in every input form; the tl2cgen backend, its
+# reference, from Python with numpy and from C, for the side-by-side of the two backends.
 ENGINES: dict[str, Engine] = {
     engine.key: engine
     for engine in (
@@ -527,12 +549,12 @@ ENGINES: dict[str, Engine] = {
         TL2cgenPredictor(),
         TreeliteGTIL(),
         OnnxRuntime(),
-        EdgeboostRuntime("numpy"),
-        EdgeboostRuntime("array"),
-        EdgeboostRuntime("dicts"),
-        EdgeboostC(),
         EdgeboostRuntime("numpy", backend="kernel"),
+        EdgeboostRuntime("array", backend="kernel"),
+        EdgeboostRuntime("dicts", backend="kernel"),
         EdgeboostC(backend="kernel"),
+        EdgeboostRuntime("numpy", backend="tl2cgen"),
+        EdgeboostC(backend="tl2cgen"),
     )
 }
 

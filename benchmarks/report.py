@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .backends import LOWER_IS_BETTER, backend_summary
+from .engines import edgeboost_key
 from .serving import OLD_DESIGN_ROUND_TRIP_MS
 from .soak import soak_section
 
@@ -14,8 +15,8 @@ __all__ = ["headline_table", "ratio_lines", "render_report"]
 
 # The edgeboost engines each ratio is stated for: from Python with numpy (one per backend), and
 # from a numpy-free process (the device) for memory.
-_OURS_SPEED = {"tl2cgen": "edgeboost-numpy", "kernel": "edgeboost-kernel-numpy"}
-_OURS_MEMORY = "edgeboost-array"
+_OURS_SPEED = {b: edgeboost_key(b, "numpy") for b in ("tl2cgen", "kernel")}
+_OURS_MEMORY = edgeboost_key("kernel", "array")
 
 
 def _num(value: float | None) -> str:

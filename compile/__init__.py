@@ -3,7 +3,7 @@
 Needs the ``compile`` extra (xgboost-cpu, treelite, tl2cgen, numpy).
 """
 
-from .bundle import ALL_TARGETS, BACKENDS, compile_bundle, resolve_targets
+from .bundle import ALL_TARGETS, BACKENDS, DEFAULT_BACKEND, compile_bundle, resolve_targets
 from .errors import (
     MissingExtraError,
     PackagingError,
@@ -16,6 +16,7 @@ from .source import OBJECTIVES, SourceModel, load_source_model
 __all__ = [
     "ALL_TARGETS",
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "OBJECTIVES",
     "MissingExtraError",
     "PackagingError",

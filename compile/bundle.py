@@ -35,7 +35,7 @@ from .source import SourceModel, load_source_model
 from .tl2cgen_backend import GeneratedSources, generate_tl2cgen_sources
 from .toolchain import DEFAULT_OPTIMIZATION, BuiltLibrary, LibraryJob, build_libraries
 
-__all__ = ["ALL_TARGETS", "BACKENDS", "compile_bundle", "resolve_targets"]
+__all__ = ["ALL_TARGETS", "BACKENDS", "DEFAULT_BACKEND", "compile_bundle", "resolve_targets"]
 
 _log = logging.getLogger(__name__)
 ALL_TARGETS = tuple(TARGETS)
@@ -45,6 +45,7 @@ _BACKENDS: dict[str, tuple[Callable[[SourceModel, Path], GeneratedSources], str,
     "tl2cgen": (generate_tl2cgen_sources, "tl2cgen_adapter.c", DEFAULT_OPTIMIZATION),
 }
 BACKENDS = tuple(_BACKENDS)
+DEFAULT_BACKEND = "kernel"
 _VERIFY_ROWS = 4096
 _HOW_TO_VERIFY = (
     "apt-get install qemu-user-static (and the target's libc6-dev-*-cross), then run "
@@ -79,7 +80,7 @@ def compile_bundle(
     verify: bool = True,
     keep_sources: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-    backend: str = "kernel",
+    backend: str = DEFAULT_BACKEND,
     trees: str = "all",
 ) -> Manifest:
     """Compile ``model_path`` into a bundle at ``out_dir`` and return its manifest.
