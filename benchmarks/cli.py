@@ -13,7 +13,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import BenchConfig
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -71,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> BenchConfig:
     from .config import full_config, quick_config
 
     config = quick_config() if args.quick else full_config()
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         results, failures = run_benchmark(config, work, say=say)
     written = write_outputs(results, args.output, plots=config.plots)
     print("\n".join(headline_table(results)))
-    print(f"\nwrote {', '.join(str(p) for p in written)} in {results['wall_seconds']:.0f} s")
+    print(f"\nwrote {', '.join(str(p) for p in written)} in {results.wall_seconds:.0f} s")
     for failure in failures:
         print(f"edgeboost bench: parity failure: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -130,7 +133,9 @@ def _soak_only(seconds: float, out_dir: Path, work: Path | None, say: Any) -> in
 
     from .hostinfo import host_facts
     from .models import WINE_MODEL
-    from .soak import measure_soak, soak_section
+    from .report.soak import soak_page, soak_section
+    from .results import to_plain
+    from .soak import measure_soak
 
     if seconds <= 0:
         raise SystemExit("edgeboost bench: error: --soak needs a positive number of seconds")
@@ -140,19 +145,11 @@ def _soak_only(seconds: float, out_dir: Path, work: Path | None, say: Any) -> in
         soak = measure_soak(bundle, seconds=seconds, say=say)
     host = host_facts()
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "soak.json").write_text(json.dumps({"host": host, "soak": soak}, indent=1) + "\n")
-    commit = (host.get("git_commit") or "unknown")[:12]
-    lines = [
-        "# edgeboost serving soak",
-        "",
-        f"`edgeboost bench --soak {seconds:g}` on {host['cpu_model']}, "
-        f"{host['logical_cores']} logical cores; commit `{commit}`; the shipped wine model.",
-        "",
-        *soak_section(soak)[2:],
-    ]
-    (out_dir / "SOAK.md").write_text("\n".join(lines))
+    document = {"host": to_plain(host), "soak": to_plain(soak)}
+    (out_dir / "soak.json").write_text(json.dumps(document, indent=1) + "\n")
+    (out_dir / "SOAK.md").write_text(soak_page(soak, host, seconds))
     print("\n".join(soak_section(soak)))
-    return 1 if soak["lost"] or soak["duplicates"] else 0
+    return 1 if soak.lost or soak.duplicates else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -145,8 +145,9 @@ class Engine:
     distributions: tuple[str, ...] = ()
     # XGBoost's DMatrix refuses +-inf; such engines are compared on the other rows.
     accepts_inf: bool = True
-    # Said next to the engine's numbers in the report.
+    # Said next to the engine's numbers in the report, and next to its parity row.
     note: str = ""
+    parity_note: str = ""
     # The edgeboost backend whose bundles the engine loads (None: it needs none), and the form
     # its rows take ("numpy", "array", "dicts" from Python; "c" from the C harness).
     backend: str | None = None

@@ -8,7 +8,8 @@ import subprocess
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from .results import HostFacts
 
 __all__ = ["host_facts", "load_average", "versions"]
 
@@ -22,6 +23,7 @@ _DISTRIBUTIONS = (
     "onnxruntime",
     "onnxmltools",
     "onnx",
+    "daal4py",
     "numpy",
     "cffi",
     "awsiotsdk",
@@ -89,17 +91,17 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
-def host_facts() -> dict[str, Any]:
+def host_facts() -> HostFacts:
     status = _git("status", "--porcelain")
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gib": _memory_gib(),
-        "machine": platform.machine(),
-        "kernel": platform.release(),
-        "os": platform.platform(),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
-        "load_average_at_start": load_average(),
-    }
+    return HostFacts(
+        cpu_model=_cpu_model(),
+        logical_cores=os.cpu_count(),
+        usable_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        memory_gib=_memory_gib(),
+        machine=platform.machine(),
+        kernel=platform.release(),
+        os=platform.platform(),
+        git_commit=_git("rev-parse", "HEAD"),
+        git_dirty=bool(status) if status is not None else None,
+        load_average_at_start=load_average(),
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .engines import Artifacts, Engine
+from .results import Failed, StartupSummary
 
 __all__ = ["ColdstartError", "measure_coldstart"]
 
@@ -47,8 +48,8 @@ def measure_coldstart(
     repeats: int,
     *,
     say: Callable[[str], None] = print,
-) -> dict[str, dict[str, Any]]:
-    """Per engine: median over ``repeats`` fresh processes (engines interleaved)."""
+) -> dict[str, StartupSummary | Failed]:
+    """Per engine: medians over ``repeats`` fresh processes (engines interleaved)."""
     runs: dict[str, list[dict[str, Any]]] = {e.key: [] for e in engines}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="edgeboost-coldstart-") as scratch:
@@ -64,19 +65,27 @@ def measure_coldstart(
                 except (ColdstartError, OSError, ValueError) as exc:
                     errors[engine.key] = str(exc)
                     say(f"  start-up of {engine.key} failed: {exc}")
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, StartupSummary | Failed] = {}
     for key, reports in runs.items():
         if key in errors:
-            results[key] = {"error": errors[key]}
+            results[key] = Failed(errors[key])
             continue
-        summary: dict[str, Any] = {"processes": len(reports)}
-        for field in ("process_wall_s", "import_s", "load_s", "first_predict_s"):
-            values = [r[field] for r in reports if r.get(field) is not None]
-            summary[field] = statistics.median(values) if values else None
         peak = [r["vm_hwm_kib"] for r in reports]
-        summary["peak_rss_mib"] = statistics.median(peak) / 1024
-        summary["peak_rss_mib_max"] = max(peak) / 1024
         baseline = [r["baseline_hwm_kib"] for r in reports if r.get("baseline_hwm_kib")]
-        summary["before_import_mib"] = statistics.median(baseline) / 1024 if baseline else None
-        results[key] = summary
+        results[key] = StartupSummary(
+            processes=len(reports),
+            process_wall_s=statistics.median(r["process_wall_s"] for r in reports),
+            import_s=_median(reports, "import_s"),
+            load_s=_median(reports, "load_s"),
+            first_predict_s=_median(reports, "first_predict_s"),
+            peak_rss_mib=statistics.median(peak) / 1024,
+            peak_rss_mib_max=max(peak) / 1024,
+            before_import_mib=statistics.median(baseline) / 1024 if baseline else None,
+        )
     return results
+
+
+def _median(reports: list[dict[str, Any]], name: str) -> float | None:
+    """The median of a step's seconds, None where no process reports it (the C harness)."""
+    values = [r[name] for r in reports if r.get(name) is not None]
+    return statistics.median(values) if values else None

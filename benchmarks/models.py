@@ -11,18 +11,27 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgeboost.compile.kernel_backend import tree_depth
 
 from .config import SyntheticSpec
+from .results import ModelFacts
 
-__all__ = ["WINE_MODEL", "ModelCase", "load_case", "timing_rows", "train_synthetic"]
+__all__ = [
+    "TIMING_ROWS_MISSING",
+    "WINE_MODEL",
+    "ModelCase",
+    "load_case",
+    "timing_rows",
+    "train_synthetic",
+]
 
 # The shipped model, installed with the package (package data of edgeboost.models).
 WINE_MODEL = Path(str(resources.files("edgeboost.models"))) / "wine-quality" / "model.json"
+# The share of missing values (NaN) in the rows that are timed.
+TIMING_ROWS_MISSING = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +50,17 @@ class ModelCase:
     def label(self) -> str:
         return f"{self.key} ({self.num_tree} trees, depth <= {self.max_depth})"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "file": self.model_path.name,
-            "objective": self.objective,
-            "num_tree": self.num_tree,
-            "num_node": self.num_node,
-            "num_feature": self.num_feature,
-            "max_depth": self.max_depth,
-            "train_seconds": self.train_seconds,
-        }
+    def facts(self) -> ModelFacts:
+        return ModelFacts(
+            key=self.key,
+            file=self.model_path.name,
+            objective=self.objective,
+            num_tree=self.num_tree,
+            num_node=self.num_node,
+            num_feature=self.num_feature,
+            max_depth=self.max_depth,
+            train_seconds=self.train_seconds,
+        )
 
 
 def load_case(key: str, model_path: Path, train_seconds: float | None = None) -> ModelCase:
@@ -116,7 +125,8 @@ def train_synthetic(spec: SyntheticSpec, out_dir: Path) -> ModelCase:
 
 
 def timing_rows(case: ModelCase, n_rows: int, *, seed: int = 1) -> np.ndarray:
-    """Rows for timing: each feature uniform over its split-threshold range, 5% missing.
+    """Rows for timing: each feature uniform over its split-threshold range, a share
+    ``TIMING_ROWS_MISSING`` of the values missing.
 
     Unlike the parity rows (which sit on thresholds, with NaN and inf), these walk the trees
     the way ordinary inputs do.
@@ -130,5 +140,5 @@ def timing_rows(case: ModelCase, n_rows: int, *, seed: int = 1) -> np.ndarray:
     for j in range(case.num_feature):
         t = thresholds.get(j, np.array([0.0], dtype=np.float32))
         rows[:, j] = rng.uniform(float(t.min()), float(t.max()), n_rows)
-    rows[rng.random(rows.shape) < 0.05] = np.nan
+    rows[rng.random(rows.shape) < TIMING_ROWS_MISSING] = np.nan
     return rows

@@ -9,12 +9,12 @@ for bit on margins and within 1 ULP on values; other engines are only reported.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from .build import ModelBuild
 from .engines import Engine, Session
+from .results import BackendBuild, ParityNotChecked, ParityReport
 
 __all__ = ["Reference", "compare", "engine_parity", "target_parity"]
 
@@ -34,7 +34,9 @@ class Reference:
 
 def compare(
     margin: np.ndarray | None, value: np.ndarray, ref_margin: np.ndarray, ref_value: np.ndarray
-) -> dict[str, Any]:
+) -> ParityReport:
+    """Outputs against XGBoost's: exact when every margin is bit-identical and every value
+    within 1 ULP (an engine without margins is never exact)."""
     from edgeboost.compile.parity import max_ulp_difference
 
     def gaps(ours: np.ndarray, ref: np.ndarray) -> tuple[int, float, int]:
@@ -46,48 +48,58 @@ def compare(
         biggest = float(np.nanmax(gap)) if gap.size else 0.0
         return int(differs.sum()), biggest, max_ulp_difference(ours, ref)
 
-    report: dict[str, Any] = {"rows": len(ref_value)}
-    if margin is not None:
-        mismatched, biggest, ulp = gaps(margin, ref_margin)
-        report.update(margin_mismatched_rows=mismatched, max_abs_margin_diff=biggest)
-        report["max_ulp_margin"] = ulp
-    mismatched, biggest, ulp = gaps(value, ref_value)
-    report.update(value_mismatched_rows=mismatched, max_abs_value_diff=biggest, max_ulp_value=ulp)
-    report["exact"] = (
-        margin is not None
-        and report["margin_mismatched_rows"] == 0
-        and report["max_ulp_value"] <= 1
+    value_mismatched, value_gap, value_ulp = gaps(value, ref_value)
+    if margin is None:
+        return ParityReport(
+            rows=len(ref_value),
+            exact=False,
+            value_mismatched_rows=value_mismatched,
+            max_abs_value_diff=value_gap,
+            max_ulp_value=value_ulp,
+        )
+    mismatched, biggest, ulp = gaps(margin, ref_margin)
+    return ParityReport(
+        rows=len(ref_value),
+        exact=mismatched == 0 and value_ulp <= 1,
+        value_mismatched_rows=value_mismatched,
+        max_abs_value_diff=value_gap,
+        max_ulp_value=value_ulp,
+        margin_mismatched_rows=mismatched,
+        max_abs_margin_diff=biggest,
+        max_ulp_margin=ulp,
     )
-    return report
 
 
-def engine_parity(engine: Engine, session: Session, reference: Reference) -> dict[str, Any]:
+def engine_parity(
+    engine: Engine, session: Session, reference: Reference
+) -> ParityReport | ParityNotChecked:
     mask = slice(None) if engine.accepts_inf else reference.finite_rows
     rows = np.ascontiguousarray(reference.rows[mask])
     try:
         margin, value = session.outputs(rows)
     except Exception as exc:  # a peer that fails is reported; edgeboost failing fails the run
-        return {"rows": len(rows), "error": f"{type(exc).__name__}: {exc}", "exact": False}
+        return ParityNotChecked(rows=len(rows), reason=f"{type(exc).__name__}: {exc}", failed=True)
     report = compare(margin, value, reference.margin[mask], reference.value[mask])
+    notes = [engine.parity_note] if engine.parity_note else []
     if not engine.accepts_inf:
-        report["note"] = f"{int((~reference.finite_rows).sum())} rows with +-inf left out"
-    return report
+        notes.append(f"{int((~reference.finite_rows).sum())} rows with +-inf left out")
+    return replace(report, note="; ".join(notes))
 
 
 def target_parity(
-    build: ModelBuild,
+    build: BackendBuild,
     reference: Reference,
     n_rows: int,
     *,
     skip_host: bool = False,
     say: Callable[[str], None] = print,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, ParityReport | ParityNotChecked]:
     """Each target's library run by the parity driver (under qemu when foreign). ``skip_host``
     when the C engine already ran this machine's library through the same driver."""
     from edgeboost.compile.emulation import EmulationError, needs_emulation, run_library
     from edgeboost.runtime.manifest import Manifest
 
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, ParityReport | ParityNotChecked] = {}
     for triple, built in build.targets.items():
         if skip_host and not needs_emulation(triple):
             continue
@@ -97,17 +109,14 @@ def target_parity(
         try:
             margin, value = run_library(triple, library, rows)
         except EmulationError as exc:
-            results[triple] = {"rows": count, "skipped": str(exc).splitlines()[0], "exact": None}
-            say(
-                f"  {build.case.key} {triple} ({build.backend}): parity skipped "
-                f"({results[triple]['skipped']})"
-            )
+            reason = str(exc).splitlines()[0]
+            results[triple] = ParityNotChecked(rows=count, reason=reason, failed=False)
+            say(f"  {build.model} {triple} ({build.backend}): parity skipped ({reason})")
             continue
         report = compare(margin, value, reference.margin[:count], reference.value[:count])
-        report["emulated"] = needs_emulation(triple)
-        results[triple] = report
+        results[triple] = replace(report, emulated=needs_emulation(triple))
         say(
-            f"  {build.case.key} {triple} ({build.backend}): {count:,} rows, "
-            f"{report['margin_mismatched_rows']} margins differ"
+            f"  {build.model} {triple} ({build.backend}): {count:,} rows, "
+            f"{report.margin_mismatched_rows} margins differ"
         )
     return results

@@ -1,16 +1,18 @@
-"""PNG figures from results.json (matplotlib, Agg backend, small files)."""
+"""PNG figures from a run's results (matplotlib, Agg backend, small files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from .results import RunResults, TimingSummary
+
 __all__ = ["write_plots"]
 
 _DPI = 90
 
 
-def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_plots(results: RunResults, out_dir: Path) -> list[Path]:
     """Write latency.png, throughput.png, memory.png and size.png; return their paths."""
     import matplotlib
 
@@ -32,29 +34,31 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-def _labels(results: dict[str, Any]) -> dict[str, str]:
-    return {k: e["label"] for k, e in results["engines"].items()}
+def _labels(results: RunResults) -> dict[str, str]:
+    """Engine key -> the label the plots show: the key itself, which names the backend."""
+    return {key: key for key in results.engines}
 
 
-def _colour(results: dict[str, Any], key: str) -> str:
-    """Grey for peers; edgeboost green, its kernel backend purple."""
-    engine = results["engines"][key]
-    if engine["family"] != "edgeboost":
+def _colour(results: RunResults, key: str) -> str:
+    """Grey for peers; edgeboost's kernel backend purple, its tl2cgen backend green."""
+    engine = results.engines[key]
+    if engine.family != "edgeboost":
         return "tab:grey"
-    return "tab:purple" if engine.get("backend") == "kernel" else "tab:green"
+    return "tab:purple" if engine.backend == "kernel" else "tab:green"
 
 
-def _latency(plt: Any, results: dict[str, Any]) -> Any:
-    models = list(results["models"])
+def _latency(plt: Any, results: RunResults) -> Any:
+    models = list(results.models)
     labels = _labels(results)
-    keys = [k for k in labels if any("call_us" in _single(results, m, k) for m in models)]
+    keys = [k for k in labels if any(results.models[m].timing_of(k, 1) for m in models)]
     figure, axes = plt.subplots(
         1, len(models), figsize=(4 + 3.5 * len(models), 4.2), squeeze=False, sharey=True
     )
     ys = list(range(len(keys)))
     for axis, model_key in zip(axes[0], models, strict=True):
-        p50 = [_single(results, model_key, k).get("call_us", {}).get("p50", 0) for k in keys]
-        p99 = [_single(results, model_key, k).get("call_us", {}).get("p99", 0) for k in keys]
+        singles = [results.models[model_key].timing_of(k, 1) for k in keys]
+        p50 = [s.call_us.p50 if s else 0 for s in singles]
+        p99 = [s.call_us.p99 if s else 0 for s in singles]
         axis.barh(ys, p50, color=[_colour(results, k) for k in keys])
         spread = [max(b - a, 0) for a, b in zip(p50, p99, strict=True)]
         axis.errorbar(
@@ -70,13 +74,8 @@ def _latency(plt: Any, results: dict[str, Any]) -> Any:
     return figure
 
 
-def _single(results: dict[str, Any], model_key: str, key: str) -> dict[str, Any]:
-    timing: dict[str, Any] = results["models"][model_key].get("timing", {})
-    return dict(timing.get(key, {}).get("1", {}))
-
-
-def _throughput(plt: Any, results: dict[str, Any]) -> Any:
-    models = list(results["models"])
+def _throughput(plt: Any, results: RunResults) -> Any:
+    models = list(results.models)
     figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
     labels = _labels(results)
     # One colour per engine in every panel (models may be measured on different engines), and
@@ -85,23 +84,23 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
     colours = {key: palette(i % palette.N) for i, key in enumerate(labels)}
     handles: dict[str, Any] = {}
     for axis, model_key in zip(axes[0], models, strict=True):
-        timing = results["models"][model_key].get("timing", {})
+        model = results.models[model_key]
         for key in labels:
-            points = [
-                (int(b), e["rows_per_cpu_s"])
-                for b, e in sorted(timing.get(key, {}).items(), key=lambda item: int(item[0]))
-                if "rows_per_cpu_s" in e
-            ]
+            points = sorted(
+                (batch, entry)
+                for batch, entry in model.timing.get(key, {}).items()
+                if isinstance(entry, TimingSummary)
+            )
             if not points:
                 continue
             xs = [b for b, _ in points]
-            engine = results["engines"][key]
-            style = "-" if engine["family"] == "edgeboost" else "--"
+            engine = results.engines[key]
+            style = "-" if engine.family == "edgeboost" else "--"
             (line,) = axis.plot(
                 xs,
-                [s["median"] for _, s in points],
+                [s.rows_per_cpu_s.median for _, s in points],
                 style,
-                marker="s" if engine.get("backend") == "kernel" else "o",
+                marker="s" if engine.backend == "kernel" else "o",
                 markersize=3,
                 label=labels[key],
                 linewidth=1.2,
@@ -110,8 +109,8 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
             handles.setdefault(key, line)
             axis.fill_between(
                 xs,
-                [s["min"] for _, s in points],
-                [s["max"] for _, s in points],
+                [s.rows_per_cpu_s.min for _, s in points],
+                [s.rows_per_cpu_s.max for _, s in points],
                 color=colours[key],
                 alpha=0.15,
             )
@@ -127,23 +126,25 @@ def _throughput(plt: Any, results: dict[str, Any]) -> Any:
     return figure
 
 
-def _memory(plt: Any, results: dict[str, Any]) -> Any:
-    models = list(results["models"])
+def _memory(plt: Any, results: RunResults) -> Any:
+    models = list(results.models)
     labels = _labels(results)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     width = 0.8 / len(models)
-    keys = [
-        k
-        for k in labels
-        if any(
-            "peak_rss_mib" in results["models"][m].get("coldstart", {}).get(k, {}) for m in models
-        )
-    ]
+    keys = [k for k in labels if any(results.models[m].startup_of(k) for m in models)]
     for i, model_key in enumerate(models):
-        cold = results["models"][model_key].get("coldstart", {})
+        model = results.models[model_key]
         ys = [y + i * width for y in range(len(keys))]
-        rss = [cold.get(k, {}).get("peak_rss_mib") or 0 for k in keys]
-        start = [_startup_ms(cold.get(k, {})) for k in keys]
+        rss, start = [], []
+        for key in keys:
+            entry = model.startup_of(key)
+            rss.append(entry.peak_rss_mib if entry else 0)
+            if entry is None:
+                start.append(0.0)
+            elif entry.import_s is None:  # the C harness: its whole life is the start-up
+                start.append(1e3 * entry.process_wall_s)
+            else:
+                start.append(1e3 * (entry.import_s + (entry.load_s or 0)))
         axes[0].barh(ys, rss, height=width, label=model_key)
         axes[1].barh(ys, start, height=width, label=model_key)
     for axis, title in (
@@ -166,20 +167,14 @@ def _memory(plt: Any, results: dict[str, Any]) -> Any:
     return figure
 
 
-def _startup_ms(entry: dict[str, Any]) -> float:
-    if entry.get("import_s") is None:  # the C harness: its whole life is the start-up
-        return 1e3 * (entry.get("process_wall_s") or 0)
-    return 1e3 * (entry["import_s"] + (entry.get("load_s") or 0))
-
-
-def _size(plt: Any, results: dict[str, Any]) -> Any:
+def _size(plt: Any, results: RunResults) -> Any:
     names, library, zipped = [], [], []
-    for model_key, model in results["models"].items():
-        for backend, build in model.get("builds", {}).items():
-            for triple, target in build["targets"].items():
+    for model_key, model in results.models.items():
+        for backend, build in model.builds.items():
+            for triple, target in build.targets.items():
                 names.append(f"{model_key}\n{triple.split('-')[0]}\n{backend}")
-                library.append(target["library_bytes"] / 1024)
-                zipped.append(target["zip_bytes"] / 1024)
+                library.append(target.library_bytes / 1024)
+                zipped.append(target.zip_bytes / 1024)
     figure, axis = plt.subplots(figsize=(max(9.0, 0.75 * len(names)), 3.8))
     xs = list(range(len(names)))
     for offset, values, label, colour in (

@@ -1,4 +1,4 @@
-"""A whole benchmark run: models, builds, engines, then each measurement, into one dict.
+"""A whole benchmark run: models, builds, engines, then each measurement, into ``RunResults``.
 
 ``run_benchmark`` returns the results (what results.json holds) and the parity failures of
 edgeboost engines and targets; it measures and never judges speed.
@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from .backends import backend_summary
-from .build import ModelBuild, build_model
+from .backend_comparison import compare_backends
+from .build import build_model
 from .config import BenchConfig
 from .engines import Artifacts, EdgeboostC, Engine, Session, select_engines
 from .hostinfo import host_facts, load_average, versions
 from .memory import measure_coldstart
 from .models import WINE_MODEL, ModelCase, load_case, timing_rows, train_synthetic
 from .parity import Reference, engine_parity, target_parity
+from .results import (
+    BackendBuild,
+    EngineInfo,
+    Failed,
+    ModelResults,
+    ParityNotChecked,
+    ParityReport,
+    Phase,
+    RunResults,
+)
 from .timing import run_timing
 
-__all__ = ["RESULTS_VERSION", "run_benchmark"]
-
-RESULTS_VERSION = 2  # 2: several synthetic models, both backends, "backends"
+__all__ = ["run_benchmark"]
 
 
 class _Phases:
@@ -33,35 +40,35 @@ class _Phases:
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
-        self.log: list[dict[str, Any]] = []
+        self.log: list[Phase] = []
         self._started = time.perf_counter()
 
     def start(self, name: str) -> None:
         now = time.perf_counter() - self._started
-        self.log.append({"phase": name, "at_s": round(now, 1), "load_average": load_average()})
+        self.log.append(Phase(phase=name, at_s=round(now, 1), load_average=load_average()))
         self.say(f"[{now:6.1f}s] {name}")
 
 
 def run_benchmark(
     config: BenchConfig, work: Path, *, say: Callable[[str], None] = print
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[RunResults, list[str]]:
+    from edgeboost.compile import DEFAULT_BACKEND
+
     started = time.perf_counter()
     phases = _Phases(say)
     phases.start("host facts")
     engines = select_engines(config.engines)
-    results: dict[str, Any] = {
-        "results_version": RESULTS_VERSION,
-        "mode": config.mode,
-        "config": asdict(config),
-        "host": host_facts(),
-        "versions": versions(d for e in engines for d in e.distributions),
-        "engines": {e.key: _engine_info(e) for e in engines},
-        "models": {},
-    }
+    results = RunResults(
+        mode=config.mode,
+        config=config,
+        host=host_facts(),
+        versions=versions(d for e in engines for d in e.distributions),
+        engines={e.key: _engine_info(e) for e in engines},
+    )
     failures: list[str] = []
-    usable = [e for e in engines if results["engines"][e.key]["unavailable"] is None]
+    usable = [e for e in engines if results.engines[e.key].unavailable is None]
     for engine in engines:
-        reason = results["engines"][engine.key]["unavailable"]
+        reason = results.engines[engine.key].unavailable
         if reason:
             say(f"  {engine.key}: skipped ({reason})")
             if engine.family == "edgeboost":
@@ -87,27 +94,30 @@ def run_benchmark(
     serving_bundle: Path | None = None
     for plan in plans:
         case = plan.case
-        model_results: dict[str, Any] = {"model": case.as_dict()}
-        results["models"][case.key] = model_results
         engines_here, left_out = plan.engines_from(usable)
-        model_results["engines"] = [e.key for e in engines_here]
-        model_results["engines_left_out"] = left_out
+        model_results = ModelResults(
+            model=case.facts(),
+            engines=[e.key for e in engines_here],
+            engines_left_out=left_out,
+        )
+        results.models[case.key] = model_results
         phases.start(f"{case.key}: compile per target")
-        builds = {
+        model_results.builds = {
             backend: build_model(case, plan.targets_of(backend), work, backend=backend, say=say)
             for backend in plan.backends
         }
-        model_results["builds"] = {b: build.as_dict() for b, build in builds.items()}
-        if case.key == "wine-quality" and plan.backends:
-            serving_bundle = builds[plan.backends[0]].host_bundle
-        failures += _measure_model(config, case, builds, engines_here, work, model_results, phases)
+        if case.key == wine.key and plan.backends:
+            # The serving setup runs what a device gets: the default backend's bundle.
+            served = DEFAULT_BACKEND if DEFAULT_BACKEND in plan.backends else plan.backends[0]
+            serving_bundle = model_results.builds[served].host_bundle
+        failures += _measure_model(config, case, engines_here, work, model_results, phases)
 
     if config.serving and serving_bundle is not None:
         phases.start("serving through the local broker")
         from .serving import measure_serving
 
         try:
-            results["serving"] = measure_serving(
+            results.serving = measure_serving(
                 serving_bundle,
                 round_trips=config.serving_round_trips,
                 seconds=config.serving_seconds,
@@ -115,23 +125,23 @@ def run_benchmark(
                 say=say,
             )
         except Exception as exc:  # awsiotsdk missing, a process failing: reported, not fatal
-            results["serving"] = {"error": f"{type(exc).__name__}: {exc}"}
+            results.serving = Failed(f"{type(exc).__name__}: {exc}")
             say(f"  serving skipped: {exc}")
     if config.soak_seconds > 0 and serving_bundle is not None:
         phases.start(f"soak: {config.soak_seconds:g} s of steady load")
         from .soak import measure_soak
 
         try:
-            results["soak"] = measure_soak(serving_bundle, seconds=config.soak_seconds, say=say)
+            results.soak = measure_soak(serving_bundle, seconds=config.soak_seconds, say=say)
         except Exception as exc:
-            results["soak"] = {"error": f"{type(exc).__name__}: {exc}"}
+            results.soak = Failed(f"{type(exc).__name__}: {exc}")
             say(f"  soak skipped: {exc}")
     phases.start("done")
-    results["backends"] = backend_summary(results)
-    results["phases"] = phases.log
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    results["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results["parity_failures"] = failures
+    results.backends = compare_backends(results)
+    results.phases = phases.log
+    results.wall_seconds = round(time.perf_counter() - started, 1)
+    results.finished_utc = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results.parity_failures = failures
     return results, failures
 
 
@@ -162,26 +172,28 @@ class _Plan:
         return here, left_out
 
 
-def _engine_info(engine: Engine) -> dict[str, Any]:
-    return {
-        "label": engine.label,
-        "family": engine.family,
-        "backend": engine.backend,
-        "note": engine.note,
-        "unavailable": engine.unavailable(),
-    }
+def _engine_info(engine: Engine) -> EngineInfo:
+    return EngineInfo(
+        key=engine.key,
+        label=engine.label,
+        family=engine.family,
+        backend=engine.backend,
+        form=engine.form,
+        note=engine.note,
+        unavailable=engine.unavailable(),
+    )
 
 
 def _measure_model(
     config: BenchConfig,
     case: ModelCase,
-    builds: dict[str, ModelBuild],
     engines: list[Engine],
     work: Path,
-    out: dict[str, Any],
+    out: ModelResults,
     phases: _Phases,
 ) -> list[str]:
     failures: list[str] = []
+    builds: dict[str, BackendBuild] = out.builds
     artifacts = Artifacts(
         model=case.key,
         model_path=str(case.model_path),
@@ -190,21 +202,20 @@ def _measure_model(
         work=str(work),
     )
     phases.start(f"{case.key}: engine builds")
-    out["engine_builds"] = {}
     ready: list[Engine] = []
     for engine in engines:
         begun = time.perf_counter()
         try:
             artifacts = artifacts.with_files(engine.build(artifacts))
         except Exception as exc:
-            out["engine_builds"][engine.key] = {"error": f"{type(exc).__name__}: {exc}"}
+            out.engine_builds[engine.key] = Failed(f"{type(exc).__name__}: {exc}")
             phases.say(f"  {engine.key}: build failed ({exc})")
             if engine.family == "edgeboost":
                 failures.append(f"{case.key}: {engine.key} build failed: {exc}")
             continue
         seconds = time.perf_counter() - begun
         if seconds > 0.05:
-            out["engine_builds"][engine.key] = {"seconds": round(seconds, 2)}
+            out.engine_builds[engine.key] = round(seconds, 2)
         ready.append(engine)
 
     sessions: dict[str, Session] = {}
@@ -214,13 +225,13 @@ def _measure_model(
 
         phases.start(f"{case.key}: parity, {config.parity_rows:,} rows per engine")
         reference = Reference(str(case.model_path), config.parity_rows)
-        out["parity"] = {}
         for engine in ready:
             report = engine_parity(engine, sessions[engine.key], reference)
-            out["parity"][engine.key] = report
-            if engine.family == "edgeboost" and not report["exact"]:
+            out.parity[engine.key] = report
+            if engine.family == "edgeboost" and not (
+                isinstance(report, ParityReport) and report.exact
+            ):
                 failures.append(f"{case.key}: {engine.key} is not bit-exact: {report}")
-        out["target_parity"] = {}
         # The C engine runs this machine's library through the parity driver already.
         from_c = {e.backend for e in ready if isinstance(e, EdgeboostC)}
         for backend, build in builds.items():
@@ -231,20 +242,24 @@ def _measure_model(
                 skip_host=backend in from_c,
                 say=phases.say,
             )
-            out["target_parity"][backend] = per_target
-            for triple, report in per_target.items():
-                if report.get("exact") is False:
-                    failures.append(f"{case.key}: {triple} ({backend}) is not bit-exact: {report}")
+            out.target_parity[backend] = per_target
+            for triple, target_report in per_target.items():
+                if isinstance(target_report, ParityReport) and not target_report.exact:
+                    failures.append(
+                        f"{case.key}: {triple} ({backend}) is not bit-exact: {target_report}"
+                    )
+                elif isinstance(target_report, ParityNotChecked) and target_report.failed:
+                    failures.append(f"{case.key}: {triple} ({backend}): {target_report.reason}")
         del reference
 
         phases.start(f"{case.key}: latency and throughput")
         rows = timing_rows(case, max(config.batch_sizes))
-        out["timing"] = run_timing(sessions, rows, config, say=phases.say)
+        out.timing = run_timing(sessions, rows, config, say=phases.say)
     finally:
         for session in sessions.values():
             session.close()
         sessions.clear()
 
     phases.start(f"{case.key}: fresh-process start-up and memory")
-    out["coldstart"] = measure_coldstart(ready, artifacts, config.coldstart_repeats, say=phases.say)
+    out.startup = measure_coldstart(ready, artifacts, config.coldstart_repeats, say=phases.say)
     return failures

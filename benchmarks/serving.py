@@ -8,7 +8,7 @@ compiler) and this process as the consumer, an awsiotsdk V2 client.
 - round trip: one request of one named-feature record at a time, publish to reply received;
 - sustained: ``concurrency`` client threads each send a request as soon as their previous
   reply arrived (closed loop), for ``seconds``; replies per second and the server's RSS
-  (sampled from /proc every 50 ms) and CPU time under that load.
+  (sampled from /proc every ``RSS_SAMPLE_SECONDS``) and CPU time under that load.
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ import numpy as np
 
 from .coldstart import proc_status_kib
 from .models import WINE_MODEL
+from .results import RoundTripMs, ServingResult, TransportResult
 
 __all__ = [
     "OLD_DESIGN_ROUND_TRIP_MS",
+    "REPLY_TIMEOUT_S",
+    "RSS_SAMPLE_SECONDS",
+    "WARM_UP_REQUESTS",
     "RunningComponent",
     "ServingError",
     "measure_serving",
@@ -47,6 +51,11 @@ __all__ = [
 
 # The Lambda-in-Docker component this project replaces, measured on the same kind of request.
 OLD_DESIGN_ROUND_TRIP_MS = (24.0, 25.0)
+# Requests before the round trips are timed, and how often the server's RSS is read under load.
+WARM_UP_REQUESTS = 50
+RSS_SAMPLE_SECONDS = 0.05
+# A request with no reply within this many seconds is lost.
+REPLY_TIMEOUT_S = 10.0
 _NAME, _VERSION = "com.example.Bench", "1.0.0"
 _REQUESTS = WINE_MODEL.with_name("requests.json")
 
@@ -63,7 +72,7 @@ class _Consumer:
         from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
         from awsiot.greengrasscoreipc.model import BinaryMessage, PublishMessage
 
-        self._message = lambda payload: PublishMessage(
+        self._message: Callable[[bytes], Any] = lambda payload: PublishMessage(
             binary_message=BinaryMessage(message=payload)
         )
         self.client = GreengrassCoreIPCClientV2(
@@ -86,7 +95,9 @@ class _Consumer:
             waiter[1].append(reply)
             waiter[0].set()
 
-    def request(self, request_id: str, instances: list[Any], timeout: float = 10.0) -> Any:
+    def request(
+        self, request_id: str, instances: list[Any], timeout: float = REPLY_TIMEOUT_S
+    ) -> Any:
         """Publish one request and wait for its reply; None on time-out."""
         done: tuple[threading.Event, list[Any]] = (threading.Event(), [])
         with self._lock:
@@ -257,9 +268,8 @@ def measure_serving(
     seconds: float,
     concurrency: int,
     say: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """The default (built-in) transport's figures at the top level, and both transports side
-    by side under ``transports``."""
+) -> ServingResult:
+    """Each transport in turn, the default (built-in) one first."""
     by_transport = {}
     for transport in TRANSPORTS:
         say(f"  transport {transport}")
@@ -271,7 +281,11 @@ def measure_serving(
             concurrency=concurrency,
             say=say,
         )
-    return {**by_transport[TRANSPORTS[0]], "transports": by_transport}
+    return ServingResult(
+        default_transport=TRANSPORTS[0],
+        transports=by_transport,
+        old_design_round_trip_ms=OLD_DESIGN_ROUND_TRIP_MS,
+    )
 
 
 def _measure_one(
@@ -282,11 +296,11 @@ def _measure_one(
     seconds: float,
     concurrency: int,
     say: Callable[[str], None],
-) -> dict[str, Any]:
+) -> TransportResult:
     with running_component(bundle, transport=transport) as running:
         consumer, server, record = running.consumer, running.server, running.record
         rss_idle = proc_status_kib("VmRSS", server.pid)
-        for i in range(min(50, round_trips)):  # warm-up
+        for i in range(min(WARM_UP_REQUESTS, round_trips)):
             consumer.request(f"warm-{i}", [record])
         latencies, lost = [], 0
         for i in range(round_trips):
@@ -299,31 +313,55 @@ def _measure_one(
             latencies.append(elapsed / 1e6)
         say(f"  round trip: {len(latencies)} requests, median {np.median(latencies):.2f} ms")
 
-        sustained = _sustained(consumer, record, server.pid, seconds, concurrency)
-        say(f"  sustained: {sustained['requests_per_s']:.0f} req/s with {concurrency} in flight")
+        load = _sustained(consumer, record, server.pid, seconds, concurrency)
+        say(f"  sustained: {load.requests_per_s:.0f} req/s with {concurrency} in flight")
         peak = proc_status_kib("VmHWM", server.pid)
         rss_after = proc_status_kib("VmRSS", server.pid)
         threads = len(os.listdir(f"/proc/{server.pid}/task"))
-    return {
-        "model": json.loads((bundle / "manifest.json").read_text())["model"]["name"],
-        "transport": transport,
-        "request": "one named-feature record (models/wine-quality/requests.json[0])",
-        "round_trip_ms": percentiles(latencies),
-        "round_trips": len(latencies),
-        "round_trips_lost": lost,
-        "old_design_round_trip_ms": list(OLD_DESIGN_ROUND_TRIP_MS),
-        **sustained,
-        "server_rss_idle_mib": (rss_idle or 0) / 1024,
-        "server_rss_after_mib": (rss_after or 0) / 1024,
-        "server_peak_rss_mib": (peak or 0) / 1024,
-        "server_threads": threads,
-        "exit_codes": running.exit_codes,
-    }
+    return TransportResult(
+        model=json.loads((bundle / "manifest.json").read_text())["model"]["name"],
+        transport=transport,
+        request=f"one named-feature record ({_REQUESTS.parent.name}/{_REQUESTS.name}[0])",
+        round_trip_ms=percentiles(latencies),
+        round_trips=len(latencies),
+        round_trips_lost=lost,
+        concurrency=concurrency,
+        sustained_seconds=load.seconds,
+        requests_per_s=load.requests_per_s,
+        sustained_requests=load.answered,
+        sustained_lost=load.lost,
+        server_cpu_ms_per_request=1e3 * load.server_cpu_s / max(load.answered, 1),
+        requests_per_server_cpu_s=(
+            load.answered / load.server_cpu_s if load.server_cpu_s > 0 else None
+        ),
+        server_rss_under_load_median_mib=(
+            float(np.median(load.rss_kib)) / 1024 if load.rss_kib else None
+        ),
+        server_rss_under_load_max_mib=max(load.rss_kib) / 1024 if load.rss_kib else None,
+        server_rss_idle_mib=(rss_idle or 0) / 1024,
+        server_rss_after_mib=(rss_after or 0) / 1024,
+        server_peak_rss_mib=(peak or 0) / 1024,
+        server_threads=threads,
+        exit_codes=dict(running.exit_codes),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    seconds: float
+    answered: int
+    lost: int
+    server_cpu_s: float
+    rss_kib: list[int]
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.answered / self.seconds
 
 
 def _sustained(
     consumer: _Consumer, record: dict[str, Any], server_pid: int, seconds: float, concurrency: int
-) -> dict[str, Any]:
+) -> _Load:
     stop = threading.Event()
     answered = [0] * concurrency
     lost = [0] * concurrency
@@ -340,7 +378,7 @@ def _sustained(
                 lost[slot] += 1
 
     def sample() -> None:
-        while not stop.wait(0.05):
+        while not stop.wait(RSS_SAMPLE_SECONDS):
             value = proc_status_kib("VmRSS", server_pid)
             if value is not None:
                 rss.append(value)
@@ -357,30 +395,19 @@ def _sustained(
         thread.join(timeout=15)
     elapsed = time.perf_counter() - started
     cpu = process_cpu_seconds(server_pid) - cpu_before
-    total = sum(answered)
-    return {
-        "concurrency": concurrency,
-        "sustained_seconds": elapsed,
-        "requests_per_s": total / elapsed,
-        "sustained_requests": total,
-        "sustained_lost": sum(lost),
-        "server_cpu_ms_per_request": 1e3 * cpu / max(total, 1),
-        "requests_per_server_cpu_s": total / cpu if cpu > 0 else None,
-        "server_rss_under_load_mib": {
-            "median": float(np.median(rss)) / 1024 if rss else None,
-            "max": max(rss) / 1024 if rss else None,
-        },
-    }
+    return _Load(
+        seconds=elapsed, answered=sum(answered), lost=sum(lost), server_cpu_s=cpu, rss_kib=rss
+    )
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
+def percentiles(values: list[float]) -> RoundTripMs:
     if not values:
-        return {"p50": None, "p90": None, "p99": None, "min": None, "max": None}
+        return RoundTripMs(p50=None, p90=None, p99=None, min=None, max=None)
     data = np.asarray(values)
-    return {
-        "p50": float(np.percentile(data, 50)),
-        "p90": float(np.percentile(data, 90)),
-        "p99": float(np.percentile(data, 99)),
-        "min": float(data.min()),
-        "max": float(data.max()),
-    }
+    return RoundTripMs(
+        p50=float(np.percentile(data, 50)),
+        p90=float(np.percentile(data, 90)),
+        p99=float(np.percentile(data, 99)),
+        min=float(data.min()),
+        max=float(data.max()),
+    )

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from .config import BenchConfig
 from .engines import Inputs, Session
 from .measure import Measurement
+from .results import Failed, Percentiles, Spread, TimingSummary
 
-__all__ = ["run_timing", "summarize"]
+__all__ = ["round_p50s_us", "run_timing", "spread", "summarize"]
 
 
 def _calibrate(
@@ -40,7 +40,7 @@ def _calibrate(
     return calls, per_call / inputs.batch
 
 
-def summarize(measurements: Sequence[Measurement]) -> dict[str, Any]:
+def summarize(measurements: Sequence[Measurement]) -> TimingSummary:
     """Across rounds: median, min and max of rates and of each round's p50 latency (the best
     round shows what the code does when co-tenants are quiet); across all calls: latency
     percentiles."""
@@ -49,32 +49,33 @@ def summarize(measurements: Sequence[Measurement]) -> dict[str, Any]:
     samples = np.concatenate([np.asarray(m.per_call_ns, dtype=np.float64) for m in measurements])
     samples_us = samples / 1e3
     utilisation = [m.cpu_ns / max(m.wall_ns, 1) for m in measurements]
-    return {
-        "batch": measurements[0].batch,
-        "rounds": len(measurements),
-        "calls_per_round": measurements[0].calls,
-        "rows_per_s": _spread(rates),
-        "rows_per_cpu_s": _spread(cpu_rates),
-        "call_us": {
-            "p50": float(np.percentile(samples_us, 50)),
-            "p99": float(np.percentile(samples_us, 99)),
-            "min": float(samples_us.min()),
-            "max": float(samples_us.max()),
-            "calls": int(samples_us.size),
-        },
-        "round_p50_us": _spread(
-            np.array([np.percentile(np.asarray(m.per_call_ns), 50) / 1e3 for m in measurements])
+    return TimingSummary(
+        batch=measurements[0].batch,
+        rounds=len(measurements),
+        calls_per_round=measurements[0].calls,
+        rows_per_s=spread(rates),
+        rows_per_cpu_s=spread(cpu_rates),
+        call_us=Percentiles(
+            p50=float(np.percentile(samples_us, 50)),
+            p99=float(np.percentile(samples_us, 99)),
+            min=float(samples_us.min()),
+            max=float(samples_us.max()),
+            calls=int(samples_us.size),
         ),
-        "cpu_per_wall": float(np.median(utilisation)),
-    }
+        round_p50_us=round_p50s_us(measurements),
+        cpu_per_wall=float(np.median(utilisation)),
+    )
 
 
-def _spread(values: np.ndarray) -> dict[str, float]:
-    return {
-        "median": float(np.median(values)),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
+def round_p50s_us(measurements: Sequence[Measurement]) -> Spread:
+    """Each round's p50 per call, in µs, across rounds."""
+    return spread(
+        np.array([np.percentile(np.asarray(m.per_call_ns), 50) / 1e3 for m in measurements])
+    )
+
+
+def spread(values: np.ndarray) -> Spread:
+    return Spread(median=float(np.median(values)), min=float(values.min()), max=float(values.max()))
 
 
 def run_timing(
@@ -83,9 +84,9 @@ def run_timing(
     config: BenchConfig,
     *,
     say: Callable[[str], None] = print,
-) -> dict[str, dict[str, Any]]:
-    """engine key -> batch size (as a string) -> summary, or {"error": ...}."""
-    results: dict[str, dict[str, Any]] = {key: {} for key in sessions}
+) -> dict[str, dict[int, TimingSummary | Failed]]:
+    """engine key -> rows per call -> summary, or what failed."""
+    results: dict[str, dict[int, TimingSummary | Failed]] = {key: {} for key in sessions}
     ns_per_row: dict[str, float] = {}
     for batch in sorted(config.batch_sizes):
         if batch > len(rows):
@@ -101,7 +102,7 @@ def run_timing(
                     sessions[key], inputs[key], config, ns_per_row.get(key)
                 )
             except Exception as exc:  # a peer that cannot run this batch is reported, not fatal
-                results[key][str(batch)] = {"error": f"{type(exc).__name__}: {exc}"}
+                results[key][batch] = Failed(f"{type(exc).__name__}: {exc}")
                 live.remove(key)
         round_seconds = sum(calls[k] * ns_per_row[k] * batch for k in live) / 1e9
         affordable = int(config.batch_budget_seconds // max(round_seconds, 1e-9))
@@ -113,6 +114,6 @@ def run_timing(
                 measured[key].append(sessions[key].measure(inputs[key], calls[key]))
         inputs.clear()
         for key in live:
-            results[key][str(batch)] = summarize(measured[key])
+            results[key][batch] = summarize(measured[key])
         say(f"  batch {batch}: {repeats} rounds over {len(live)} engines")
     return results

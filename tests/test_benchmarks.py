@@ -11,11 +11,14 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from edgeboost.benchmarks.results import RunResults
 
 from .conftest import need
 
@@ -55,9 +58,18 @@ TINY = [
 ]
 
 
+@dataclass(frozen=True)
+class Smoke:
+    code: int
+    out: Path
+    results: dict[str, Any]  # results.json
+    run: RunResults  # what the report was rendered from
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
     need(importlib.util.find_spec("matplotlib") is not None, "matplotlib (edgeboost[bench])")
+    from edgeboost.benchmarks import runner
     from edgeboost.benchmarks.cli import main
 
     out = tmp_path_factory.mktemp("bench")
@@ -66,75 +78,93 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str
         for key in (*ENGINES, "edgeboost-kernel-c", "edgeboost-tl2cgen-c")
         for arg in ("--engine", key)
     ]
-    code = main(["-o", str(out), "--work", str(out / "work"), *TINY, *engines])
-    return code, out, json.loads((out / "results.json").read_text())
+    runs: list[RunResults] = []
+    measure = runner.run_benchmark
+
+    def keep(*args: Any, **kwargs: Any) -> tuple[RunResults, list[str]]:
+        results, failures = measure(*args, **kwargs)
+        runs.append(results)
+        return results, failures
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "run_benchmark", keep)
+        code = main(["-o", str(out), "--work", str(out / "work"), *TINY, *engines])
+    return Smoke(code, out, json.loads((out / "results.json").read_text()), runs[0])
 
 
-def test_the_run_writes_results_report_and_plots(
-    smoke: tuple[int, Path, dict[str, Any]],
-) -> None:
-    code, out, results = smoke
-    assert code == 0, results.get("parity_failures")
+def test_the_run_writes_results_report_and_plots(smoke: Smoke) -> None:
+    assert smoke.code == 0, smoke.results.get("parity_failures")
     for name in ("latency.png", "throughput.png", "memory.png", "size.png"):
-        size = (out / name).stat().st_size
+        size = (smoke.out / name).stat().st_size
         assert 1_000 < size < 200_000, (name, size)
-    report = (out / "REPORT.md").read_text()
+    report = (smoke.out / "REPORT.md").read_text()
     for heading in (
         "## Summary",
-        "## Backends: tl2cgen and kernel",
+        "## Engines",
+        "## Backends: kernel and tl2cgen",
         "## Parity with XGBoost",
         "## Serving",
         "## Host and versions",
     ):
         assert heading in report
     assert "Protocol:" in report
+    results = smoke.results
     assert results["host"]["logical_cores"] >= 1 and results["versions"]["xgboost-cpu"]
     wine = results["models"]["wine-quality"]
     assert set(wine["timing"]) == {*ENGINES, "edgeboost-kernel-c", "edgeboost-tl2cgen-c"}
     single = wine["timing"]["edgeboost-kernel-c"]["1"]
     assert single["call_us"]["p50"] > 0 and single["rows_per_cpu_s"]["median"] > 0
-    assert wine["coldstart"]["edgeboost-kernel-array"]["peak_rss_mib"] > 1
+    assert wine["startup"]["edgeboost-kernel-array"]["peak_rss_mib"] > 1
     for backend in ("tl2cgen", "kernel"):
         built = next(iter(wine["builds"][backend]["targets"].values()))
         assert built["library_bytes"] > 0 and built["zip_bytes"] > 0
+        assert "bundle" not in built  # a path into the run's scratch folder
 
 
-def test_the_backends_section_shows_both_side_by_side(
-    smoke: tuple[int, Path, dict[str, Any]],
-) -> None:
-    _, out, results = smoke
+def test_every_engine_key_names_the_backend_it_loads(smoke: Smoke) -> None:
+    """In results.json, the report's tables and the plots alike: an edgeboost key without its
+    backend once meant the tl2cgen backend while the kernel is the default."""
+    engines = smoke.results["engines"]
+    for key, engine in engines.items():
+        if engine["family"] == "edgeboost":
+            assert key == f"edgeboost-{engine['backend']}-{engine['form']}", key
+    report = (smoke.out / "REPORT.md").read_text()
+    for key in smoke.results["models"]["wine-quality"]["timing"]:
+        assert f"| `{key}` |" in report, key
+    assert "the issue" not in report.lower()
+
+
+def test_the_backends_section_shows_both_side_by_side(smoke: Smoke) -> None:
+    results = smoke.results
     backends = results["backends"]
-    assert backends["engines"]["kernel"] == {
-        "python": "edgeboost-kernel-numpy",
-        "c": "edgeboost-kernel-c",
-    }
     wine = backends["models"]["wine-quality"]
-    for backend in ("tl2cgen", "kernel"):
-        figures = wine[backend]
+    for backend, engines in backends["engines"].items():
+        assert {engines["python"], engines["c"]} <= set(results["engines"]), backend
+        figures = wine["backends"][backend]
         for figure in ("python_p50_us", "c_p50_us", "python_rows_per_cpu_s", "c_rows_per_cpu_s"):
             assert figures[figure] > 0, (backend, figure)
+        assert figures["python_p50_us"] == pytest.approx(
+            results["models"]["wine-quality"]["timing"][engines["python"]]["1"]["call_us"]["p50"]
+        )
         assert figures["library_bytes"] > 0 and figures["compile_wall_s"]
         # Only this machine's target was compiled: no all-targets figure.
         assert figures["compile_all_targets_s"] is None
-    assert wine["xgboost"]["engine"] == "xgboost-inplace-1t" and wine["xgboost"]["python_p50_us"]
+    xgboost = wine["peers"]["xgboost"]
+    assert xgboost["engine"] in results["engines"] and xgboost["python_p50_us"] > 0
     ratios = wine["ratios"]
     assert ratios["kernel/tl2cgen"]["python_p50_us"] == pytest.approx(
-        wine["kernel"]["python_p50_us"] / wine["tl2cgen"]["python_p50_us"]
+        wine["backends"]["kernel"]["python_p50_us"] / wine["backends"]["tl2cgen"]["python_p50_us"]
     )
     assert set(ratios["kernel/xgboost"]) == {"python_p50_us", "python_rows_per_cpu_s"}
-    # The issue's targets are on the 400x6 model, which this run leaves out.
-    assert [t["figure"] for t in backends["issue_targets"]] == [
-        "python_p50_us",
-        "python_rows_per_cpu_s",
-        "compile_all_targets_s",
-    ]
-    assert all(t["met"] == {"tl2cgen": None, "kernel": None} for t in backends["issue_targets"])
-    assert "kernel / XGBoost" in (out / "REPORT.md").read_text()
+    # The targets are set on the 400x6 model, which this run leaves out: none is judged.
+    assert backends["targets"] and all(
+        set(t["met"].values()) == {None} for t in backends["targets"]
+    )
+    assert "kernel / XGBoost" in (smoke.out / "REPORT.md").read_text()
 
 
-def test_parity_is_present_and_exact(smoke: tuple[int, Path, dict[str, Any]]) -> None:
-    _, _, results = smoke
-    wine = results["models"]["wine-quality"]
+def test_parity_is_present_and_exact(smoke: Smoke) -> None:
+    wine = smoke.results["models"]["wine-quality"]
     for key in EDGEBOOST:
         report = wine["parity"][key]
         assert report["rows"] == 1000
@@ -142,38 +172,37 @@ def test_parity_is_present_and_exact(smoke: tuple[int, Path, dict[str, Any]]) ->
         assert report["max_abs_margin_diff"] == 0
     # This machine's library is covered by the C engines (same library, same parity driver).
     assert wine["target_parity"] == {"tl2cgen": {}, "kernel": {}}
-    assert results["parity_failures"] == []
-    assert "bit-exact with XGBoost" in (smoke[1] / "REPORT.md").read_text()
+    assert smoke.results["parity_failures"] == []
+    assert "bit-exact with XGBoost" in (smoke.out / "REPORT.md").read_text()
 
 
-def test_serving_was_measured(smoke: tuple[int, Path, dict[str, Any]]) -> None:
+def test_serving_was_measured(smoke: Smoke) -> None:
     need(importlib.util.find_spec("awsiot") is not None, "awsiotsdk (pip install awsiotsdk)")
-    serving = smoke[2]["serving"]
+    serving = smoke.results["serving"]
     assert "error" not in serving, serving
-    assert serving["round_trips"] == 5 and serving["round_trip_ms"]["p50"] > 0
-    assert serving["exit_codes"] == {"server": 0, "broker": 0}
     transports = serving["transports"]
-    assert set(transports) == {"builtin", "awsiotsdk"}
+    assert (
+        set(transports) == {"builtin", "awsiotsdk"} and serving["default_transport"] in transports
+    )
     for name, figures in transports.items():
-        assert figures["transport"] == name and figures["exit_codes"]["server"] == 0
+        assert figures["round_trips"] == 5 and figures["round_trip_ms"]["p50"] > 0
+        assert figures["exit_codes"] == {"server": 0, "broker": 0}
+        assert figures["transport"] == name
         assert figures["server_threads"] >= 2 and figures["server_rss_after_mib"] > 5
     assert transports["builtin"]["server_threads"] <= 3  # main, worker, IPC
-    assert "### Transports" in (smoke[1] / "REPORT.md").read_text()
+    assert "### Transports" in (smoke.out / "REPORT.md").read_text()
 
 
 def test_a_parity_failure_fails_the_command(
-    smoke: tuple[int, Path, dict[str, Any]],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    smoke: Smoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from edgeboost.benchmarks import cli, runner
 
-    results = dict(
-        smoke[2], parity_failures=["wine-quality: edgeboost-kernel-numpy is not bit-exact"]
-    )
-    monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: (results, ["not exact"]))
+    failure = "wine-quality: edgeboost-kernel-numpy is not bit-exact"
+    results = replace(smoke.run, parity_failures=[failure])
+    monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: (results, [failure]))
     assert cli.main(["-o", str(tmp_path), "--no-plots"]) == 1
-    assert "Parity FAILED" in (tmp_path / "REPORT.md").read_text()
+    assert f"**Parity FAILED:** {failure}" in (tmp_path / "REPORT.md").read_text()
 
 
 def test_compare_sees_one_ulp() -> None:
@@ -183,11 +212,12 @@ def test_compare_sees_one_ulp() -> None:
     nudged = reference.copy()
     nudged[1] = np.nextafter(nudged[1], np.float32(0))
     same = compare(reference, reference, reference, reference)
-    assert same["exact"] and same["max_ulp_margin"] == 0
+    assert same.exact and same.max_ulp_margin == 0
     off = compare(nudged, nudged, reference, reference)
-    assert not off["exact"]
-    assert off["margin_mismatched_rows"] == 1 and off["max_ulp_margin"] == 1
-    assert compare(None, reference, reference, reference)["exact"] is False  # no margins
+    assert not off.exact
+    assert off.margin_mismatched_rows == 1 and off.max_ulp_margin == 1
+    assert off.max_abs_margin_diff == pytest.approx(abs(float(nudged[1]) - float(reference[1])))
+    assert compare(None, reference, reference, reference).exact is False  # no margins
 
 
 def test_the_synthetic_model_is_the_same_every_run(tmp_path: Path) -> None:
@@ -218,20 +248,21 @@ def test_both_presets_measure_what_the_performance_targets_judge() -> None:
     """Each preset compiles every backend compile knows, measures the model the targets are
     set on with the engines they read, and compiles the default backend for every target (the
     compile target adds all of them up)."""
-    from edgeboost.benchmarks.backends import BACKEND_ENGINES, ISSUE_TARGETS
+    from edgeboost.benchmarks.backend_comparison import BACKEND_ENGINES
     from edgeboost.benchmarks.config import WINE_SHAPED, full_config, quick_config
     from edgeboost.benchmarks.engines import ENGINES
     from edgeboost.benchmarks.models import WINE_MODEL, load_case
+    from edgeboost.benchmarks.performance_targets import BACKEND_TARGETS
     from edgeboost.compile import BACKENDS, DEFAULT_BACKEND
 
     # "Wine-shaped": as many features as the shipped model.
     assert WINE_SHAPED.features == load_case("wine-quality", WINE_MODEL).num_feature
-    needed = {key for engines in BACKEND_ENGINES.values() for key in engines.values()}
+    needed = {key for engines in BACKEND_ENGINES.values() for key in (engines.python, engines.c)}
     for config in (full_config(), quick_config()):
         assert set(config.backends) == set(BACKENDS), config.mode
         specs = {spec.key: spec for spec in config.synthetic}
-        for target in ISSUE_TARGETS:
-            spec = specs[target.model]
+        for target in BACKEND_TARGETS:
+            spec = specs[target.model or ""]
             assert not spec.engines or needed <= set(spec.engines), (config.mode, spec.key)
             assert "all" in spec.targets and DEFAULT_BACKEND not in spec.host_only
         for spec in config.synthetic:
@@ -239,52 +270,103 @@ def test_both_presets_measure_what_the_performance_targets_judge() -> None:
             assert set(spec.backends) | set(spec.host_only) <= set(config.backends), spec.key
 
 
-def _fake_results(p50_us: float, rows_per_cpu_s: float, compile_s: float) -> dict[str, Any]:
-    """The parts of results.json backend_summary reads, for the 400x6 model's kernel backend."""
+def _fake_results(p50_us: float, rows_per_cpu_s: float, compile_s: float) -> RunResults:
+    """A run that measured the 400x6 model's kernel backend only (and XGBoost on one thread)."""
+    from edgeboost.benchmarks.config import WINE_SHAPED, quick_config
+    from edgeboost.benchmarks.engines import XGBOOST_ONE_THREAD
+    from edgeboost.benchmarks.results import (
+        BackendBuild,
+        HostFacts,
+        ModelFacts,
+        ModelResults,
+        Percentiles,
+        Spread,
+        TargetBuild,
+        TimingSummary,
+    )
+    from edgeboost.runtime.targets import TARGETS
 
-    def timing(value: float) -> dict[str, Any]:
-        return {
-            "1": {
-                "call_us": {"p50": value},
-                "round_p50_us": {"min": value * 0.8},
-                "rows_per_cpu_s": {"median": 1e6 / value},
+    def timing(batch: int, p50: float, rate: float) -> TimingSummary:
+        return TimingSummary(
+            batch=batch,
+            rounds=3,
+            calls_per_round=10,
+            rows_per_s=Spread(rate, rate, rate),
+            rows_per_cpu_s=Spread(median=rate, min=rate * 0.8, max=rate * 1.25),
+            call_us=Percentiles(p50=p50, p99=p50 * 2, min=p50 / 2, max=p50 * 3, calls=30),
+            round_p50_us=Spread(median=p50, min=p50 * 0.8, max=p50 * 1.2),
+            cpu_per_wall=1.0,
+        )
+
+    def built(triple: str) -> TargetBuild:
+        return TargetBuild(triple, 1, True, 1, 1, compile_s / len(TARGETS), 1.0, "gcc", (), Path())
+
+    model = ModelResults(
+        model=ModelFacts(WINE_SHAPED.key, "m.json", "reg:squarederror", 400, 1, 13, 6, None),
+        engines=[],
+        engines_left_out={},
+        builds={
+            "kernel": BackendBuild(
+                WINE_SHAPED.key, "kernel", "x86_64-linux-gnu", {t: built(t) for t in TARGETS}
+            )
+        },
+        timing={
+            "edgeboost-kernel-numpy": {
+                1: timing(1, p50_us, 1e6 / p50_us),
+                100: timing(100, 1.0, rows_per_cpu_s),
             },
-            "100": {
-                "rows_per_cpu_s": {"median": rows_per_cpu_s, "max": rows_per_cpu_s * 1.25},
-                "cpu_per_wall": 1.0,
-            },
-        }
-
-    targets = {
-        triple: {"compile_wall_seconds": compile_s / 3, "compiler_seconds": 1.0, "library_bytes": 1}
-        for triple in ("x86_64-linux-gnu", "aarch64-linux-gnu", "armv7-linux-gnueabihf")
-    }
-    model = {
-        "timing": {"edgeboost-kernel-numpy": timing(p50_us), "xgboost-inplace-1t": timing(300.0)},
-        "builds": {"kernel": {"targets": targets}},
-    }
-    return {"config": {"batch_sizes": [1, 100]}, "models": {"synthetic-400x6": model}}
+            XGBOOST_ONE_THREAD: {1: timing(1, 300.0, 3e3), 100: timing(100, 30.0, 1e5)},
+        },
+    )
+    config = replace(quick_config(), batch_sizes=(1, 100))
+    host = HostFacts("cpu", 2, 2, 1.0, "x86_64", "6", "Linux", None, None, None)
+    return RunResults("quick", config, host, {}, {}, models={WINE_SHAPED.key: model})
 
 
-def test_the_issue_targets_are_judged_from_the_figures() -> None:
-    from edgeboost.benchmarks.backends import backend_summary
+def test_the_backend_targets_are_judged_from_the_figures() -> None:
+    from edgeboost.benchmarks.backend_comparison import compare_backends
+    from edgeboost.benchmarks.performance_targets import BACKEND_TARGETS
 
-    def verdicts(results: dict[str, Any]) -> list[bool | None]:
-        return [t["met"]["kernel"] for t in backend_summary(results)["issue_targets"]]
+    def run(p50: float, rate: float, compile_s: float) -> list[bool | None]:
+        verdicts = compare_backends(_fake_results(p50, rate, compile_s)).targets
+        assert [v.target for v in verdicts] == list(BACKEND_TARGETS)
+        return [v.met["kernel"] for v in verdicts]
 
-    assert verdicts(_fake_results(2.5, 700_000, 9.0)) == [True, True, True]
-    assert verdicts(_fake_results(3.5, 500_000, 12.0)) == [False, False, False]
-    assert verdicts(_fake_results(3.0, 600_000, 10.0)) == [True, True, True]  # limits included
-    summary = backend_summary(_fake_results(2.5, 700_000, 9.0))
-    assert [t["met"]["tl2cgen"] for t in summary["issue_targets"]] == [None, None, None]
+    limits = {t.figure: t.limit for t in BACKEND_TARGETS}
+    p50, rate, compile_s = (
+        limits["python_p50_us"],
+        limits["python_rows_per_cpu_s"],
+        limits["compile_all_targets_s"],
+    )
+    assert run(p50, rate, compile_s) == [True, True, True]  # the limits are included
+    assert run(p50 * 0.9, rate * 1.1, compile_s * 0.9) == [True, True, True]
+    assert run(p50 * 1.1, rate * 0.9, compile_s * 1.1) == [False, False, False]
+    comparison = compare_backends(_fake_results(p50 * 1.1, rate * 0.9, compile_s * 1.1))
+    assert [v.met["tl2cgen"] for v in comparison.targets] == [None, None, None]
     # The best round is reported beside the verdict, never judged.
-    best = [
-        t["best_round"]["kernel"]
-        for t in backend_summary(_fake_results(3.5, 500_000, 12.0))["issue_targets"]
+    assert [v.best_round["kernel"] for v in comparison.targets] == [
+        pytest.approx(p50 * 1.1 * 0.8),
+        pytest.approx(rate * 0.9 * 1.25),
+        None,
     ]
-    assert best == [pytest.approx(2.8), pytest.approx(625_000), None]
-    ratios = summary["models"]["synthetic-400x6"]["ratios"]["kernel/xgboost"]
-    assert ratios["python_p50_us"] == pytest.approx(2.5 / 300.0)
+    ratios = comparison.models[next(iter(comparison.models))].ratios["kernel/xgboost"]
+    assert ratios["python_p50_us"] == pytest.approx(p50 * 1.1 / 300.0)
+
+
+def test_the_report_renders_a_run_and_states_each_target(tmp_path: Path) -> None:
+    from edgeboost.benchmarks.backend_comparison import compare_backends
+    from edgeboost.benchmarks.output import write_outputs
+    from edgeboost.benchmarks.performance_targets import BACKEND_TARGETS
+
+    results = _fake_results(2.0, 700_000, 20.0)
+    results.backends = compare_backends(results)
+    write_outputs(results, tmp_path, plots=False)
+    report = (tmp_path / "REPORT.md").read_text()
+    for target in BACKEND_TARGETS:
+        assert target.wording in report
+    assert "20.0 s: **not met**" in report and "**met**" in report
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["models"][BACKEND_TARGETS[0].model]["timing"]["edgeboost-kernel-numpy"]["1"]
 
 
 def test_the_start_up_process_imports_only_the_standard_library() -> None:
@@ -312,8 +394,9 @@ def test_each_rounds_p50_is_summarised_beside_the_pooled_one() -> None:
 
     # A quiet round and a noisy one: the pooled p50 sits between the rounds' p50s.
     summary = summarize([round_of([2.0, 2.0, 2.0, 9.0]), round_of([6.0, 6.0, 7.0, 7.0])])
-    assert summary["round_p50_us"] == {"median": 4.25, "min": 2.0, "max": 6.5}
-    assert summary["call_us"]["p50"] == pytest.approx(6.0)
+    assert (summary.round_p50_us.median, summary.round_p50_us.min) == (4.25, 2.0)
+    assert summary.round_p50_us.max == 6.5
+    assert summary.call_us.p50 == pytest.approx(6.0)
 
 
 def test_a_soak_run_counts_losses_duplicates_and_memory(tmp_path: Path) -> None:
@@ -330,13 +413,13 @@ def test_a_soak_run_counts_losses_duplicates_and_memory(tmp_path: Path) -> None:
 
 
 def test_the_soak_summary_sees_a_leak_and_ignores_warm_up() -> None:
-    from edgeboost.benchmarks.soak import _rss_summary
+    from edgeboost.benchmarks.soak import rss_trend
 
     # 10 minutes: +20 MiB in the first minute (start-up), then 0.5 MiB per minute.
     samples = [(t, int(1024 * (30 + min(t, 60) / 3 + max(0, t - 60) / 120))) for t in range(601)]
-    summary = _rss_summary(samples)
-    assert summary["settled_from_s"] == 120
-    assert summary["slope_mib_per_min"] == pytest.approx(0.5, abs=0.01)
-    assert summary["growth_settled_mib"] == pytest.approx(0.5 * (585 - 135) / 60, abs=0.05)
-    flat = _rss_summary([(t, 40 * 1024) for t in range(601)])
-    assert flat["slope_mib_per_min"] == pytest.approx(0) and flat["growth_settled_mib"] == 0
+    trend = rss_trend(samples)
+    assert trend.settled_from_s == 120
+    assert trend.slope_mib_per_min == pytest.approx(0.5, abs=0.01)
+    assert trend.growth_settled_mib == pytest.approx(0.5 * (585 - 135) / 60, abs=0.05)
+    flat = rss_trend([(t, 40 * 1024) for t in range(601)])
+    assert flat.slope_mib_per_min == pytest.approx(0) and flat.growth_settled_mib == 0
