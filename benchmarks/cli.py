@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--parity-rows", type=int, help="parity rows per engine on this machine")
     shape.add_argument("--target-parity-rows", type=int, help="parity rows per emulated target")
     shape.add_argument(
+        "--one-row-parity-rows", type=int, help="parity rows predicted one per call, per engine"
+    )
+    shape.add_argument(
         "--target",
         action="append",
         help="targets of the wine model besides this machine's (default: all)",
@@ -83,6 +86,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         "measure_seconds": args.measure_seconds,
         "parity_rows": args.parity_rows,
         "target_parity_rows": args.target_parity_rows,
+        "one_row_parity_rows": args.one_row_parity_rows,
         "coldstart_repeats": args.coldstart_repeats,
         "serving_round_trips": args.serving_requests,
         "serving_seconds": args.serving_seconds,

@@ -57,8 +57,8 @@ WINE_SHAPED = SyntheticSpec(
 # The large model, to see how each engine scales. Only the kernel backend is compiled for it:
 # TL2cgen's C for 1,000 trees of depth 8 takes about 90 s to compile (and TL2cgen's own
 # predictor as long again), and with ten engines its parity and timing took 6.5 minutes, which
-# the full run cannot afford next to the other two models; XGBoost, ONNX Runtime and the
-# kernel remain.
+# the full run cannot afford next to the other two models; XGBoost, ONNX Runtime, oneDAL and
+# the kernel remain.
 LARGE = SyntheticSpec(
     trees=1000,
     depth=8,
@@ -72,6 +72,7 @@ LARGE = SyntheticSpec(
         "xgboost-inplace",
         "xgboost-inplace-1t",
         "onnxruntime",
+        "onedal",
         "edgeboost-kernel-numpy",
         "edgeboost-kernel-c",
     ),
@@ -105,6 +106,9 @@ class BenchConfig:
     # machine; tests/test_cross_targets.py checks 100,000 rows per target in CI).
     parity_rows: int = 100_000
     target_parity_rows: int = 50_000
+    # The first rows of those, again with one row per call: an engine may take another code
+    # path for small batches (oneDAL does, and sums in another order there).
+    one_row_parity_rows: int = 1_000
     # Fresh-process start-up and memory: processes per engine and model.
     coldstart_repeats: int = 3
     # Serving through the local broker with the real awsiotsdk client.
@@ -133,6 +137,7 @@ _QUICK_WINE_SHAPED = replace(
     host_only=("tl2cgen",),
     engines=(
         "xgboost-inplace-1t",
+        "onedal",
         "edgeboost-kernel-numpy",
         "edgeboost-kernel-c",
         "edgeboost-tl2cgen-numpy",
@@ -158,6 +163,7 @@ def quick_config() -> BenchConfig:
         max_calls=2_000,
         parity_rows=20_000,
         target_parity_rows=5_000,
+        one_row_parity_rows=300,
         coldstart_repeats=1,
         serving_round_trips=200,
         serving_seconds=2.0,

@@ -104,6 +104,9 @@ class Inputs:
 class Session:
     """A model opened by an engine, in this process. Not thread-safe."""
 
+    # Parity is also checked with one row per call (the C harness: its driver takes batches).
+    one_row_parity = True
+
     def prepare(self, rows: Any) -> Any:
         """float32 rows (numpy, C-contiguous) -> what ``predict`` takes. Untimed."""
         return rows
@@ -383,6 +386,93 @@ class OnnxRuntime(Engine):
         return _OnnxSession(artifacts)
 
 
+# --- oneDAL (daal4py) ---------------------------------------------------------------------------
+
+
+def _import_daal4py() -> Any:
+    """daal4py, for its model builder (daal4py.mb) only.
+
+    daal4py's ``__init__`` also imports its scikit-learn patches (``daal4py.sklearn``), which
+    the model builder does not use and which fail with scikit-learn releases newer than the
+    daal4py wheel (2024.7 against scikit-learn 1.9: ``_check_multi_class`` is gone). An empty
+    module stands in for them, in every process alike, so that the import measured is the
+    model builder's whatever scikit-learn is installed.
+    """
+    import types
+
+    sys.modules.setdefault("daal4py.sklearn", types.ModuleType("daal4py.sklearn"))
+    return importlib.import_module("daal4py")
+
+
+def _daal4py_booster(booster: Any) -> Any:
+    """``booster``, readable by daal4py's converter: XGBoost 3 writes base_score as a vector
+    ("[5.796742E0]") where daal4py 2024.x parses one number. One output: that number; the
+    booster's own save_config is replaced on this instance only."""
+    config = json.loads(booster.save_config())
+    param = config["learner"]["learner_model_param"]
+    text = str(param["base_score"])
+    if text.startswith("["):
+        values = text.strip("[]").split(",")
+        if len(values) != 1:
+            raise ValueError(f"daal4py takes one base_score; this model has {len(values)}")
+        param["base_score"] = values[0]
+        fixed = json.dumps(config)
+        booster.save_config = lambda: fixed
+    return booster
+
+
+class _OneDALSession(Session):
+    def __init__(self, artifacts: Artifacts) -> None:
+        import pickle
+
+        _import_daal4py()
+        with open(artifacts.files["onedal"], "rb") as file:
+            self.model = pickle.load(file)  # our own file, written by OneDAL.build
+        # Regression: predict gives the value, which is the margin (identity link).
+        # Classification: predict gives class labels; the value is predict_proba's.
+        self.regression = self.model.n_classes_ < 2  # XGBoost's num_class: 0 for regression
+        self.call = self.model.predict if self.regression else self.model.predict_proba
+
+    def predict(self, prepared: Any) -> Any:
+        return self.call(prepared)
+
+    def outputs(self, rows: Any) -> tuple[Any, Any]:
+        if self.regression:
+            value = _column(self.model.predict(rows), len(rows))
+            return value, value
+        proba = self.model.predict_proba(rows)
+        return None, _column(proba[:, 1] if proba.shape[1] == 2 else proba, len(rows))
+
+
+class OneDAL(Engine):
+    key, label = "onedal", "oneDAL (daal4py.mb.convert_model of the booster)"
+    imports = distributions = ("daal4py",)
+    note = (
+        "imported without daal4py's scikit-learn patches (not used here; they fail with "
+        "newer scikit-learn); regression models: predict() is the margin and is compared as "
+        f"one, classifiers: predict_proba() values; {_THREADS}"
+    )
+
+    def build(self, artifacts: Artifacts) -> dict[str, str]:
+        import pickle
+
+        import xgboost
+
+        d4p = _import_daal4py()
+        booster = _daal4py_booster(xgboost.Booster(model_file=artifacts.model_path))
+        model = d4p.mb.convert_model(booster)
+        path = Path(artifacts.work) / "engines" / "onedal" / f"{artifacts.model}.pickle"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(model))
+        return {"onedal": str(path)}
+
+    def import_modules(self) -> None:
+        _import_daal4py()
+
+    def open(self, artifacts: Artifacts) -> Session:
+        return _OneDALSession(artifacts)
+
+
 # --- edgeboost ---------------------------------------------------------------------------------
 
 
@@ -457,6 +547,8 @@ class EdgeboostRuntime(Engine):
 
 
 class _HarnessSession(Session):
+    one_row_parity = False
+
     def __init__(self, artifacts: Artifacts, backend: str) -> None:
         self.binary = Path(artifacts.files[f"c_bench_{backend}"])
         self.bundle = Path(artifacts.bundles[backend])
@@ -550,6 +642,7 @@ ENGINES: dict[str, Engine] = {
         TL2cgenPredictor(),
         TreeliteGTIL(),
         OnnxRuntime(),
+        OneDAL(),
         EdgeboostRuntime("numpy", backend="kernel"),
         EdgeboostRuntime("array", backend="kernel"),
         EdgeboostRuntime("dicts", backend="kernel"),

@@ -71,19 +71,29 @@ def compare(
 
 
 def engine_parity(
-    engine: Engine, session: Session, reference: Reference
+    engine: Engine, session: Session, reference: Reference, one_row_rows: int
 ) -> ParityReport | ParityNotChecked:
+    """The engine's outputs for all of the reference's rows in one call, then for the first
+    ``one_row_rows`` of them one row per call (where the session takes one-row calls)."""
     mask = slice(None) if engine.accepts_inf else reference.finite_rows
     rows = np.ascontiguousarray(reference.rows[mask])
+    ref_margin, ref_value = reference.margin[mask], reference.value[mask]
     try:
         margin, value = session.outputs(rows)
+        one_row = None
+        if session.one_row_parity and one_row_rows > 0:
+            count = min(one_row_rows, len(rows))
+            singles = [session.outputs(rows[i : i + 1]) for i in range(count)]
+            one_margin = None if margin is None else np.concatenate([m for m, _ in singles])
+            one_value = np.concatenate([v for _, v in singles])
+            one_row = compare(one_margin, one_value, ref_margin[:count], ref_value[:count])
     except Exception as exc:  # a peer that fails is reported; edgeboost failing fails the run
         return ParityNotChecked(rows=len(rows), reason=f"{type(exc).__name__}: {exc}", failed=True)
-    report = compare(margin, value, reference.margin[mask], reference.value[mask])
+    report = compare(margin, value, ref_margin, ref_value)
     notes = [engine.parity_note] if engine.parity_note else []
     if not engine.accepts_inf:
         notes.append(f"{int((~reference.finite_rows).sum())} rows with +-inf left out")
-    return replace(report, note="; ".join(notes))
+    return replace(report, note="; ".join(notes), one_row_calls=one_row)
 
 
 def target_parity(

@@ -141,6 +141,8 @@ class ParityReport:
     max_ulp_margin: int | None = None
     note: str = ""
     emulated: bool = False  # a foreign target, run under qemu-user
+    # The first rows again, one row per call (engines only; None where not checked).
+    one_row_calls: ParityReport | None = None
 
 
 @dataclass(frozen=True, slots=True)

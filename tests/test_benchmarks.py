@@ -24,6 +24,7 @@ from .conftest import need
 
 ENGINES = (
     "xgboost-inplace-1t",
+    "onedal",
     "edgeboost-kernel-numpy",
     "edgeboost-kernel-array",
     "edgeboost-kernel-dicts",
@@ -111,7 +112,9 @@ def test_the_run_writes_results_report_and_plots(smoke: Smoke) -> None:
     results = smoke.results
     assert results["host"]["logical_cores"] >= 1 and results["versions"]["xgboost-cpu"]
     wine = results["models"]["wine-quality"]
-    assert set(wine["timing"]) == {*ENGINES, "edgeboost-kernel-c", "edgeboost-tl2cgen-c"}
+    runnable = {k for k, e in results["engines"].items() if not e["unavailable"]}
+    assert set(wine["timing"]) == runnable
+    assert runnable >= {*EDGEBOOST, "xgboost-inplace-1t"}
     single = wine["timing"]["edgeboost-kernel-c"]["1"]
     assert single["call_us"]["p50"] > 0 and single["rows_per_cpu_s"]["median"] > 0
     assert wine["startup"]["edgeboost-kernel-array"]["peak_rss_mib"] > 1
@@ -132,6 +135,21 @@ def test_every_engine_key_names_the_backend_it_loads(smoke: Smoke) -> None:
     for key in smoke.results["models"]["wine-quality"]["timing"]:
         assert f"| `{key}` |" in report, key
     assert "the issue" not in report.lower()
+
+
+def test_onedal_is_compared_and_timed_like_the_other_engines(smoke: Smoke) -> None:
+    need(importlib.util.find_spec("daal4py") is not None, "daal4py (edgeboost[bench])")
+    wine = smoke.results["models"]["wine-quality"]
+    parity = wine["parity"]["onedal"]
+    assert "error" not in parity, parity
+    # A regression model: its predictions are margins, compared bit for bit.
+    assert parity["rows"] == 1000 and parity["margin_mismatched_rows"] is not None
+    assert parity["max_abs_margin_diff"] < 1e-4  # a converted model, not another one
+    assert parity["one_row_calls"]["rows"] == 1000
+    for batch in ("1", "10"):
+        assert wine["timing"]["onedal"][batch]["call_us"]["p50"] > 0
+    assert wine["startup"]["onedal"]["peak_rss_mib"] > 1
+    assert smoke.results["versions"]["daal4py"]
 
 
 def test_the_backends_section_shows_both_side_by_side(smoke: Smoke) -> None:
@@ -170,6 +188,8 @@ def test_parity_is_present_and_exact(smoke: Smoke) -> None:
         assert report["rows"] == 1000
         assert report["exact"] and report["margin_mismatched_rows"] == 0, (key, report)
         assert report["max_abs_margin_diff"] == 0
+        if not key.endswith("-c"):  # the C harness's driver takes batches only
+            assert report["one_row_calls"]["exact"], (key, report["one_row_calls"])
     # This machine's library is covered by the C engines (same library, same parity driver).
     assert wine["target_parity"] == {"tl2cgen": {}, "kernel": {}}
     assert smoke.results["parity_failures"] == []
@@ -218,6 +238,32 @@ def test_compare_sees_one_ulp() -> None:
     assert off.margin_mismatched_rows == 1 and off.max_ulp_margin == 1
     assert off.max_abs_margin_diff == pytest.approx(abs(float(nudged[1]) - float(reference[1])))
     assert compare(None, reference, reference, reference).exact is False  # no margins
+
+
+def test_one_row_calls_are_checked_apart_from_the_batch() -> None:
+    """An engine that predicts small batches another way (oneDAL sums in another order for
+    them) is exact in one call for all rows and not one row per call; the run sees both."""
+    from edgeboost.benchmarks.engines import Engine, Session
+    from edgeboost.benchmarks.parity import Reference, engine_parity
+    from edgeboost.benchmarks.runner import _exact
+
+    reference = Reference.__new__(Reference)
+    reference.rows = np.arange(12, dtype=np.float32).reshape(6, 2)
+    reference.margin = reference.value = reference.rows.sum(axis=1)
+    reference.finite_rows = np.ones(6, dtype=bool)
+
+    class OtherwiseForOneRow(Session):
+        def outputs(self, rows: Any) -> tuple[Any, Any]:
+            out = rows.sum(axis=1).astype(np.float32)
+            if len(rows) == 1:
+                out = np.nextafter(out, np.float32(np.inf))
+            return out, out
+
+    report = engine_parity(Engine(), OtherwiseForOneRow(), reference, 4)
+    assert report.exact and report.one_row_calls is not None
+    assert not report.one_row_calls.exact and report.one_row_calls.margin_mismatched_rows == 4
+    assert not _exact(report)
+    assert _exact(engine_parity(Engine(), OtherwiseForOneRow(), reference, 0))
 
 
 def test_the_synthetic_model_is_the_same_every_run(tmp_path: Path) -> None:

@@ -35,8 +35,10 @@ def parity_section(results: RunResults) -> list[str]:
         "patterns; ULP = distance in units of last place; the absolute difference is the "
         "margins' (the values' where an engine gives no margins). edgeboost engines and "
         "targets must be bit-exact on margins (values within 1 ULP): **the run fails "
-        "otherwise**. Foreign targets run the library through `native/parity_driver.c` under "
-        "qemu-user."
+        "otherwise**. Each engine gets every row in one call, then the first "
+        f"{results.config.one_row_parity_rows:,} again with one row per call (an engine may "
+        "predict small batches another way). Foreign targets run the library through "
+        "`native/parity_driver.c` under qemu-user."
     )
     out.append("")
     header = [
@@ -53,6 +55,8 @@ def parity_section(results: RunResults) -> list[str]:
     for model_key, model in results.models.items():
         for key, report in model.parity.items():
             rows.append(_row(model_key, code(key), report))
+            if isinstance(report, ParityReport) and report.one_row_calls is not None:
+                rows.append(_row(model_key, f"{code(key)}, one row per call", report.one_row_calls))
         for backend, per_target in model.target_parity.items():
             for triple, report in per_target.items():
                 emulated = isinstance(report, ParityReport) and report.emulated

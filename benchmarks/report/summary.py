@@ -7,7 +7,14 @@ from collections.abc import Callable
 from edgeboost.compile import DEFAULT_BACKEND
 
 from ..engines import edgeboost_key
-from ..results import ModelResults, ParityNotChecked, RunResults, ServingResult, TimingSummary
+from ..results import (
+    ModelResults,
+    ParityNotChecked,
+    ParityReport,
+    RunResults,
+    ServingResult,
+    TimingSummary,
+)
 from .text import code, num, ratio_phrase, table
 
 __all__ = ["headline_table", "ratio_lines", "summary_section"]
@@ -58,13 +65,20 @@ def _parity_word(results: RunResults, key: str) -> str:
             continue
         if isinstance(report, ParityNotChecked):
             words.append("error")
-        elif report.margin_mismatched_rows is None:
-            words.append(f"values ≤{report.max_abs_value_diff:.1g}")
-        elif report.margin_mismatched_rows == 0:
-            words.append("bit-exact")
-        else:
-            words.append(f"{100 * report.margin_mismatched_rows / report.rows:.0f}% differ")
+            continue
+        word = _agreement(report)
+        if report.one_row_calls is not None and _agreement(report.one_row_calls) != word:
+            word += f" (one row per call: {_agreement(report.one_row_calls)})"
+        words.append(word)
     return ", ".join(dict.fromkeys(words)) or "—"
+
+
+def _agreement(report: ParityReport) -> str:
+    if report.margin_mismatched_rows is None:
+        return f"values ≤{report.max_abs_value_diff:.1g}"
+    if report.margin_mismatched_rows == 0:
+        return "bit-exact"
+    return f"{100 * report.margin_mismatched_rows / report.rows:.0f}% differ"
 
 
 def _speed_lines(
