@@ -104,13 +104,14 @@ class TimingSummary:
 
 @dataclass(frozen=True, slots=True)
 class OneRowCall:
-    """One way of making a one-row call (overhead.py), p50s in µs."""
+    """One way of making a one-row call (overhead.py), in µs."""
 
     way: str
     label: str
     p50_us: float  # over every call of every round
     round_p50_us: Spread
-    overhead_us: float | None  # p50 minus the C call's p50 (None for the C call itself)
+    overhead_us: float | None  # p50 minus the C call's p50 (None for C and the no-op)
+    calls_per_round: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,10 @@ class OneRowOverhead:
 
     backend: str
     rounds: int
-    calls_per_round: int
+    distinct_rows: int
     calls: dict[str, OneRowCall]  # way -> figures; "c" is the baseline
+    target: PerformanceTarget
+    met: dict[str, bool | None]  # the judged ways
 
 
 # --- parity --------------------------------------------------------------------------------

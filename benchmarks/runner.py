@@ -19,6 +19,7 @@ from .engines import Artifacts, EdgeboostC, Engine, Session, select_engines
 from .hostinfo import host_facts, load_average, versions
 from .memory import measure_coldstart
 from .models import WINE_MODEL, ModelCase, load_case, timing_rows, train_synthetic
+from .overhead import measure_overhead
 from .parity import Reference, engine_parity, target_parity
 from .results import (
     BackendBuild,
@@ -199,6 +200,8 @@ def _measure_model(
     out: ModelResults,
     phases: _Phases,
 ) -> list[str]:
+    from edgeboost.compile import DEFAULT_BACKEND
+
     failures: list[str] = []
     builds: dict[str, BackendBuild] = out.builds
     artifacts = Artifacts(
@@ -269,6 +272,21 @@ def _measure_model(
         for session in sessions.values():
             session.close()
         sessions.clear()
+
+    if DEFAULT_BACKEND in builds:
+        phases.start(f"{case.key}: one-row overhead of Python ({DEFAULT_BACKEND} backend)")
+        try:
+            out.overhead = measure_overhead(
+                case,
+                builds[DEFAULT_BACKEND].host_bundle,
+                DEFAULT_BACKEND,
+                config,
+                work,
+                say=phases.say,
+            )
+        except Exception as exc:  # no C compiler, say: reported, not fatal
+            out.overhead = Failed(f"{type(exc).__name__}: {exc}")
+            phases.say(f"  one-row overhead not measured: {exc}")
 
     phases.start(f"{case.key}: fresh-process start-up and memory")
     out.startup = measure_coldstart(ready, artifacts, config.coldstart_repeats, say=phases.say)

@@ -152,6 +152,29 @@ def test_onedal_is_compared_and_timed_like_the_other_engines(smoke: Smoke) -> No
     assert smoke.results["versions"]["daal4py"]
 
 
+def test_the_one_row_overhead_of_python_is_measured_and_judged(smoke: Smoke) -> None:
+    from edgeboost.benchmarks.overhead import JUDGED_WAYS, WAYS
+    from edgeboost.benchmarks.performance_targets import ONE_ROW_OVERHEAD
+    from edgeboost.compile import DEFAULT_BACKEND
+
+    overhead = smoke.results["models"]["wine-quality"]["overhead"]
+    assert "error" not in overhead, overhead
+    assert overhead["backend"] == DEFAULT_BACKEND
+    calls = overhead["calls"]
+    assert list(calls) == list(WAYS)
+    c = calls["c"]["p50_us"]
+    assert c > 0
+    for way in JUDGED_WAYS:
+        figures = calls[way]
+        assert figures["overhead_us"] == pytest.approx(figures["p50_us"] - c)
+        assert overhead["met"][way] == ONE_ROW_OVERHEAD.met(figures["overhead_us"])
+    report = (smoke.out / "REPORT.md").read_text()
+    assert ONE_ROW_OVERHEAD.wording in report
+    table = report.split("## One-row call", 1)[1].split("\n## ", 1)[0]
+    for way in JUDGED_WAYS:
+        assert f"| {calls[way]['overhead_us']:.2f} |" in table, way
+
+
 def test_the_backends_section_shows_both_side_by_side(smoke: Smoke) -> None:
     results = smoke.results
     backends = results["backends"]

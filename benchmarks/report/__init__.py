@@ -12,6 +12,7 @@ from ..results import RunResults
 from .backends import backends_section
 from .host import engines_section, host_section
 from .latency_throughput import latency_throughput_section
+from .overhead import overhead_section
 from .parity import parity_section
 from .serving import serving_section
 from .size_compile import size_compile_section
@@ -42,6 +43,7 @@ def render_report(results: RunResults) -> str:
     out += summary_section(results)
     out += engines_section(results)
     out += backends_section(results)
+    out += overhead_section(results)
     out += latency_throughput_section(results)
     out += startup_memory_section(results)
     out += size_compile_section(results)
