@@ -42,8 +42,9 @@ class SyntheticSpec:
         return f"synthetic-{self.trees}x{self.depth}"
 
 
-# The reference model: shaped like the wine model (13 features, regression), 400 trees
-# of depth 6, with 5% missing values in training so that default directions vary.
+# The model the backend targets are set on (performance_targets.py): shaped like the wine
+# model (13 features, regression), 400 trees of depth 6, with 5% missing values in training so
+# that default directions vary.
 WINE_SHAPED = SyntheticSpec(
     trees=400,
     depth=6,
