@@ -10,6 +10,7 @@ Nothing here measures; a figure that the run did not measure is None.
 
 from __future__ import annotations
 
+from edgeboost.compile import BACKENDS
 from edgeboost.runtime.targets import TARGETS
 
 from .engines import TL2CGEN_PREDICTOR, XGBOOST_ONE_THREAD, edgeboost_key
@@ -27,10 +28,11 @@ from .results import (
 
 __all__ = ["BACKEND_ENGINES", "LOWER_IS_BETTER", "PEER_ENGINES", "compare_backends"]
 
-# The engines each backend's figures come from (names from the engine table's scheme).
+# The engines each backend's figures come from (names from the engine table's scheme), the
+# default backend first.
 BACKEND_ENGINES: dict[str, BackendEngines] = {
     backend: BackendEngines(python=edgeboost_key(backend, "numpy"), c=edgeboost_key(backend, "c"))
-    for backend in ("tl2cgen", "kernel")
+    for backend in BACKENDS
 }
 PEER_ENGINES: dict[str, str] = {
     "xgboost": XGBOOST_ONE_THREAD,

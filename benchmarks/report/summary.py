@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from edgeboost.compile import DEFAULT_BACKEND
 
+from ..backend_comparison import BACKEND_ENGINES
 from ..engines import edgeboost_key
 from ..results import (
     ModelResults,
@@ -21,7 +22,7 @@ __all__ = ["headline_table", "ratio_lines", "summary_section"]
 
 # The edgeboost engines the ratios are stated for: each backend from Python with numpy, and
 # for memory the default backend from a numpy-free process (what a device runs).
-_FROM_PYTHON = {b: edgeboost_key(b, "numpy") for b in (DEFAULT_BACKEND, "tl2cgen")}
+_FROM_PYTHON = {backend: engines.python for backend, engines in BACKEND_ENGINES.items()}
 _FOR_MEMORY = edgeboost_key(DEFAULT_BACKEND, "array")
 
 
