@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 
     Batch = tuple[Any, int, bool]  # (float32 data, rows, from numpy)
 
-__all__ = ["PLAIN_NUMBERS", "to_batch"]
+__all__ = ["PLAIN_NUMBERS", "PLAIN_NUMBERS_OR_NONE", "to_batch"]
 
 _NUMPY_NUMERIC_KINDS = "fiu"
 # Cells of these exact types are converted in C (by array.array here, by cffi for the single
 # rows Model.predict hands over directly) without a per-value Python check.
 PLAIN_NUMBERS = frozenset((float, int))
+# ... and JSON's null, a missing value: NaN in C.
+PLAIN_NUMBERS_OR_NONE = frozenset((float, int, type(None)))
 # How many names an error message lists before it says "and N more".
 _NAMES_SHOWN = 5
 

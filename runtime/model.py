@@ -9,7 +9,7 @@ from operator import itemgetter
 
 from .exceptions import ManifestError, MetadataMismatchError, NoLibraryForPlatformError
 from .files import MAX_LIBRARY_BYTES
-from .inputs import PLAIN_NUMBERS, to_batch
+from .inputs import PLAIN_NUMBERS, PLAIN_NUMBERS_OR_NONE, to_batch
 from .integrity import check_checksums_cover, read_sealed_manifest, read_verified
 from .manifest import MANIFEST_NAME, Manifest
 from .native import NativeLibrary, from_buffer, load_library, new, runtime_abi_version, unpack
@@ -154,11 +154,12 @@ class Model:
         num_feature = self._num_feature
         kind = type(rows)
         if kind is list and len(rows) == 1:
-            # One row, as a list (or tuple) of floats and ints or as a dict with exactly the
-            # model's names: the JSON shapes. cffi turns a list argument into a temporary C
-            # float array itself (the same double -> float cast as array.array), so it goes to
-            # C as it is. Anything else (None, bools, strings, other types, wrong names or
-            # widths) takes the general path below, which also words the errors.
+            # One row, as a list (or tuple) of floats, ints and None (missing) or as a dict
+            # with exactly the model's names: the JSON shapes. cffi turns a list argument into
+            # a temporary C float array itself (the same double -> float cast as array.array),
+            # so it goes to C as it is, None made NaN first. Anything else (bools, strings,
+            # other types, wrong names or widths) takes the general path below, which also
+            # words the errors.
             row = rows[0]
             row_kind = type(row)
             if row_kind is dict and len(row) == num_feature and self._named_values is not None:
@@ -167,11 +168,12 @@ class Model:
                     row_kind = tuple
                 except KeyError:
                     pass
-            if (
-                (row_kind is list or row_kind is tuple)
-                and len(row) == num_feature
-                and PLAIN_NUMBERS.issuperset(map(type, row))
-            ):
+            if (row_kind is not list and row_kind is not tuple) or len(row) != num_feature:
+                row = None
+            elif not PLAIN_NUMBERS.issuperset(map(type, row)):
+                missing = PLAIN_NUMBERS_OR_NONE.issuperset(map(type, row))
+                row = [_NAN if value is None else value for value in row] if missing else None
+            if row is not None:
                 out = new(self._row_out, None)
                 try:
                     status = self._c_predict(row, 1, num_feature, 1 if margin else 0, out)
@@ -234,6 +236,9 @@ class Model:
             f"Model(name={self.name!r}, target={self.target!r}, "
             f"backend={self.manifest.backend!r}, num_feature={self.num_feature})"
         )
+
+
+_NAN = float("nan")
 
 
 def _learn_numpy() -> None:
