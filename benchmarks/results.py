@@ -241,6 +241,7 @@ class TransportResult:
     server_peak_rss_mib: float
     server_threads: int
     exit_codes: dict[str, int]
+    server_python: str  # the interpreter the server ran on, as serving.DevicePython says
 
 
 @dataclass(frozen=True, slots=True)

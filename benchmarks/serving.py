@@ -28,13 +28,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .coldstart import proc_status_kib
 from .models import WINE_MODEL
 from .results import RoundTripMs, ServingResult, TransportResult
+
+if TYPE_CHECKING:
+    from edgeboost.recipes import Package
 
 __all__ = [
     "OLD_DESIGN_ROUND_TRIP_MS",
@@ -152,7 +155,66 @@ def _stop(process: subprocess.Popen[Any]) -> int:
     return process.returncode
 
 
-def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
+# A device's interpreter: the distribution's python3 with its python3-cffi, when this machine
+# has them (Debian: apt-get install python3-cffi).
+_DISTRIBUTION_PYTHON3 = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class DevicePython:
+    """How the server's interpreter is started, and what it is, for the report."""
+
+    command: tuple[str, ...]
+    installer: str  # the python3 the recipe's Install runs
+    site_packages: tuple[str, ...]  # put on PYTHONPATH after the runtime
+    description: str
+
+
+def device_python(transport: str, work: Path) -> DevicePython:
+    """The distribution's python3 with python3-cffi where there is one, as on a device;
+    otherwise this Python with -S (no site-packages start-up: its .pth files import more than
+    a device ever does). Either way only what a device would have is importable: this Python's
+    copy of awsiotsdk for that transport (as `pip install --target` leaves it), and its cffi
+    backend when the distribution's is missing."""
+    probe = [_DISTRIBUTION_PYTHON3, "-c", "import cffi, _cffi_backend, sys; print(sys.version)"]
+    found = shutil.which(_DISTRIBUTION_PYTHON3) and subprocess.run(probe, capture_output=True)
+    awsiotsdk = ("awsiot", "awscrt", "_awscrt") if transport == "awsiotsdk" else ()
+    if found and found.returncode == 0:
+        version = found.stdout.decode().split()[0]
+        return DevicePython(
+            (_DISTRIBUTION_PYTHON3,),
+            _DISTRIBUTION_PYTHON3,
+            _only(awsiotsdk, work / "site-packages"),
+            f"the distribution's python3 {version} with its python3-cffi",
+        )
+    return DevicePython(
+        (sys.executable, "-S"),
+        sys.executable,
+        _only(("_cffi_backend", *awsiotsdk), work / "site-packages"),
+        f"this machine's Python {sys.version.split()[0]} with -S (no distribution python3 "
+        "with python3-cffi here: apt-get install python3-cffi)",
+    )
+
+
+def _only(modules: tuple[str, ...], folder: Path) -> tuple[str, ...]:
+    """A folder holding nothing but links to these top-level modules of this Python, for
+    PYTHONPATH; () when there are none."""
+    if not modules:
+        return ()
+    import importlib.util
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ServingError(f"{name} is not installed here (pip install 'edgeboost[dev]')")
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (folder / source.name).symlink_to(source)
+    return (str(folder),)
+
+
+def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path, Package]:
     """Package the bundle as `edgeboost package` does; unzip this platform's runtime and model
     zips into one folder (the model in ``bundle/``)."""
     from edgeboost.recipes import ComponentOptions, package_bundle, unpack_on_this_machine
@@ -167,7 +229,7 @@ def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
     assert package.consumer_recipe is not None and package.runtime is not None
     device = work / "device"
     unpack_on_this_machine(package, device, host_target())
-    return package.runtime.recipe, package.consumer_recipe, device
+    return package.runtime.recipe, package.consumer_recipe, device, package
 
 
 @dataclass
@@ -177,6 +239,7 @@ class RunningComponent:
     consumer: _Consumer
     server: subprocess.Popen[Any]
     record: dict[str, Any]
+    python: str  # what the server runs on (DevicePython.description)
     exit_codes: dict[str, int] = field(default_factory=dict)  # filled when they stop
 
 
@@ -187,7 +250,9 @@ def running_component(
     """Broker, inference component (from its unpacked zip) and consumer; SIGTERM at the end,
     each process's exit status in ``exit_codes``."""
     from edgeboost.broker import SOCKET_ENV, TOKEN_ENV
+    from edgeboost.recipes import install_on_this_machine
     from edgeboost.runtime.server import ServerConfig
+    from edgeboost.runtime.targets import host_target
 
     config = ServerConfig()
     record = json.loads(_REQUESTS.read_text())[0]
@@ -196,10 +261,21 @@ def running_component(
     processes: list[subprocess.Popen[Any]] = []
     consumer: _Consumer | None = None
     try:
-        recipe, consumer_recipe, device = _package(bundle, work)
+        recipe, consumer_recipe, device, package = _package(bundle, work)
+        python = device_python(transport, work)
+        # The recipe's Install, which compiles the runtime's bytecode into the work folder.
+        installed = install_on_this_machine(
+            package, device, work, host_target(), python3=python.installer
+        )
+        if installed.returncode != 0:
+            raise ServingError(f"the recipe's Install failed: {installed.stderr}")
+        pycache_env = {
+            "PYTHONPATH": os.pathsep.join([str(device), *python.site_packages]),
+            # As the recipe's Run: the bytecode Install compiled (the artifacts are read-only).
+            "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+        }
         server_token, consumer_token = secrets.token_hex(8), secrets.token_hex(8)
         socket_path = work / "ipc.sock"
-        base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         broker = _start(
             [
                 sys.executable,
@@ -222,29 +298,32 @@ def running_component(
             if broker.poll() is not None or time.monotonic() > deadline:
                 raise ServingError(f"the broker did not start: {(work / 'broker.log').read_text()}")
             time.sleep(0.05)
+        # What a Nucleus gives a component, not this shell's environment.
         server_env = {
-            **base_env,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
             SOCKET_ENV: str(socket_path),
             TOKEN_ENV: server_token,
-            "PYTHONPATH": str(device),
+            **pycache_env,
         }
-        server_command = [sys.executable, "-m", "edgeboost", "serve", "bundle"]
-        server = _start(
-            [
-                *server_command,
-                *("--stats-interval", "3600", "--queue-size", str(queue_size)),
-                *("--transport", transport),
-            ],
-            server_env,
-            device,
-            work / "server.log",
-        )
-        processes.append(server)
+        server_command = [
+            *(*python.command, "-m", "edgeboost", "serve", "bundle"),
+            *("--stats-interval", "3600", "--queue-size", str(queue_size)),
+            *("--transport", transport),
+        ]
         consumer = _Consumer(
             str(socket_path), consumer_token, config.request_topic, config.response_topic
         )
-        _wait_until_served(consumer, record, timeout=60)
-        running = RunningComponent(consumer, server, record)
+        # awsiotsdk is not in the zip, so Install compiled none of it: a first run does, as a
+        # device's first start would. The figures are a later start's.
+        for first_run in ([True] if transport == "awsiotsdk" else []) + [False]:
+            server = _start(server_command, server_env, device, work / "server.log")
+            processes.append(server)
+            _wait_until_served(consumer, record, timeout=60)
+            if first_run:
+                _stop(server)
+                processes.remove(server)
+        running = RunningComponent(consumer, server, record, python.description)
         yield running
         running.exit_codes["server"] = _stop(server)
         consumer.close()
@@ -343,6 +422,7 @@ def _measure_one(
         server_peak_rss_mib=(peak or 0) / 1024,
         server_threads=threads,
         exit_codes=dict(running.exit_codes),
+        server_python=running.python,
     )
 
 

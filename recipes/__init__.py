@@ -5,6 +5,7 @@ from .package import (
     Component,
     ComponentOptions,
     Package,
+    install_on_this_machine,
     package_bundle,
     unpack_on_this_machine,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "Component",
     "ComponentOptions",
     "Package",
+    "install_on_this_machine",
     "package_bundle",
     "unpack_on_this_machine",
 ]

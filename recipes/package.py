@@ -26,7 +26,9 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -190,6 +192,41 @@ def unpack_on_this_machine(package: Package, device: str | Path, triple: str) ->
     with zipfile.ZipFile(package.model.zips[triple]) as archive:
         archive.extractall(device / "bundle")
     return device / "bundle"
+
+
+def install_on_this_machine(
+    package: Package, device: str | Path, work: str | Path, triple: str, python3: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the inference recipe's Install script for ``triple`` as a Nucleus would (``sh -c``
+    in the work folder ``work``), on the runtime that unpack_on_this_machine put in ``device``
+    (its {artifacts:decompressedPath}/<zip folder>), with ``python3`` as the device's python3.
+
+    What Install leaves in ``work`` (the runtime's bytecode, README "Memory") serves a server
+    started with PYTHONPYCACHEPREFIX=<work>/pycache, as the recipe's Run starts it.
+    """
+    import yaml
+
+    assert package.runtime is not None
+    folder = f"edgeboost-runtime-{triple}"
+    recipe = yaml.safe_load(package.runtime.recipe.read_text())
+    (manifest,) = (
+        m for m in recipe["Manifests"] if m["Artifacts"][0]["Uri"].endswith(f"/{folder}.zip")
+    )
+    script = str(manifest["Lifecycle"]["Install"]["Script"])
+    script = script.replace(f"{{artifacts:decompressedPath}}/{folder}", str(device))
+    script = script.replace("{work:path}", str(work))
+    with tempfile.TemporaryDirectory(prefix="edgeboost-bin-") as bin_dir:
+        shim = Path(bin_dir) / "python3"
+        shim.write_text(f'#!/bin/sh\nexec "{python3}" "$@"\n')
+        shim.chmod(0o755)
+        return subprocess.run(
+            ["sh", "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=work,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"},
+            timeout=float(manifest["Lifecycle"]["Install"]["Timeout"]),
+        )
 
 
 def _package_model(

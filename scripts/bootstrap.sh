@@ -14,6 +14,8 @@ if [ "$mode" = test ]; then
   # Greengrass nucleus lite (broker/greengrass_lite.py builds its IPC daemons from ../shared).
   packages+=(build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev uuid-dev libzip-dev
              libsqlite3-dev libyaml-dev libsystemd-dev libevent-dev liburiparser-dev)
+  # A device's interpreter for the serving benchmark's memory figures (benchmarks/serving.py).
+  packages+=(python3-cffi)
 fi
 
 missing=()

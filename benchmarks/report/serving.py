@@ -89,9 +89,10 @@ def _transports_table(transports: dict[str, TransportResult]) -> list[str]:
         "requests/s",
         "requests per server CPU-second",
     ]
+    pythons = sorted({t.server_python for t in transports.values()})
     note = (
-        "The same component, zip and Python with each IPC client (`edgeboost serve "
-        "--transport`); RSS here is this benchmark's Python, which imports more at start-up "
-        "than a device's python3 (README: Serving)."
+        "The same component and zip with each IPC client (`edgeboost serve --transport`), "
+        "started as its recipe starts it: after the recipe's Install, with the bytecode it "
+        f"compiled, on {' / '.join(pythons)}."
     )
     return ["### Transports", "", note, "", *table(header, rows), ""]
