@@ -6,6 +6,7 @@ none is lost."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -265,3 +266,37 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     assert before["id"] == "before" and len(before["predictions"]) == 3
     assert after["id"] == "after" and after["error"]["code"] == "too_large"
     assert "queue 8," in server.stdout and status == 0
+
+
+def test_component_updates_where_the_ipc_server_serves_them(
+    deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The Java Nucleus (the broker) tells the server of each deployment, and an idle server
+    lets it go on at once; nucleus lite does not serve SubscribeToComponentUpdates: one line
+    says so, and the server serves on."""
+    device, ipc_server, _ = deployed
+    server = start_server(device, ipc_server, tmp_path)
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        server.wait_serving()
+        if ipc_server.kind == "broker":
+            log = ipc_server.log_path
+            wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
+            ipc_server.signal(signal.SIGUSR1)  # the broker plays a deployment's part
+            wait_until(lambda: "applying after" in log.read_text(), 10, log.read_text)
+            assert f"{NAME} lets it go on" in log.read_text()
+            wait_until(lambda: "is over (PostComponentUpdateEvent)" in server.stdout, 5)
+            assert "may go on: nothing in flight" in server.stdout
+        else:
+            line = (
+                "INFO edgeboost.runtime.component: component updates: not served by this IPC "
+                "server (ServiceError); a deployment will not wait for requests in flight"
+            )
+            wait_until(lambda: line in server.stdout, 5, lambda: server.stdout)
+        consumer.publish(REQUEST, request("served", [ROW]))
+        (reply,) = consumer.wait_for(1, timeout=5)
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    assert reply["id"] == "served" and "predictions" in reply
+    assert status == 0, server.stderr
