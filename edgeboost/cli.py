@@ -608,7 +608,13 @@ def _serve(args: argparse.Namespace) -> int:
                 "built-in transport"
             )
         component = ModelComponent(args.model_component, args.model_path, target=args.target)
-        model = component.load(fetch_configuration(args.model_component, ["Bundle"]))
+        try:
+            model = component.load(fetch_configuration(args.model_component, ["Bundle"]))
+        except Exception as exc:
+            from edgeboost.runtime.component import report_errored
+
+            report_errored(exc)  # the Nucleus learns of it before the exit status
+            raise
     else:
         model = Model.load(args.bundle, target=args.target)
     if args.transport == "awsiotsdk":
@@ -629,6 +635,10 @@ def _serve(args: argparse.Namespace) -> int:
                 server, builtin, component, max_update_defer_s=args.max_update_defer
             )
         status = server.run(stop, on_serving=life.start if life is not None else None)
+        if life is not None and server.fatal is not None:
+            from edgeboost.runtime.component import report_errored
+
+            report_errored(server.fatal)
     # Exit now, whatever a stuck thread is doing: the Nucleus SIGKILLs 5 s after SIGTERM, and
     # interpreter shutdown would wait on the IPC client's native threads.
     logging.shutdown()

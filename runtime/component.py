@@ -46,11 +46,13 @@ __all__ = [
     "ModelComponent",
     "UpdateDeferral",
     "fetch_configuration",
+    "report_errored",
     "substitute_thing_name",
 ]
 
 _log = logging.getLogger(__name__)
 _CALL_TIMEOUT_S = 5.0
+_ERRORED_TIMEOUT_S = 0.5  # UpdateState ERRORED before a fatal exit: the login, then the answer
 MAX_UPDATE_DEFER_S = 10.0  # how long a deployment may be held up by requests in flight
 RECHECK_MS = 1000  # what a deferral asks for; the Nucleus then sends the event again
 _IDLE_LOOK_S = 0.2  # how long to look for a moment with nothing in flight before deferring
@@ -85,25 +87,48 @@ def fetch_configuration(component: str | None, key_path: list[str]) -> Any:
     """One GetConfiguration on a connection of its own, before the server starts: what the
     Nucleus answers for ``key_path`` of ``component`` (None: this component): a container's
     contents, or a leaf as ``{name: value}``."""
-    import time
+    request: dict[str, Any] = {"keyPath": key_path}
+    if component is not None:
+        request["componentName"] = component
+    return _call_once("GetConfiguration", request, _CALL_TIMEOUT_S).get("value")
 
+
+def report_errored(reason: BaseException, *, timeout_s: float = _ERRORED_TIMEOUT_S) -> None:
+    """Before a fatal exit: tell the Nucleus this component failed (UpdateState ERRORED), on a
+    connection of its own, within ``timeout_s``. When the IPC server cannot be reached, refuses
+    the token or the state, one log line says so and the exit goes on: the Nucleus sees the
+    exit status anyway."""
+    started = time.monotonic()
+    try:
+        _call_once("UpdateState", {"state": "ERRORED"}, timeout_s)
+    except Exception as exc:  # whatever it is, the exit must go on
+        _log.info("could not report ERRORED to the IPC server (%s); exiting", exc)
+        return
+    _log.info(
+        "reported ERRORED to the IPC server in %.0f ms (%s)",
+        (time.monotonic() - started) * 1000,
+        type(reason).__name__,
+    )
+
+
+def _call_once(operation: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """One call on a connection of its own, opened and answered within about ``timeout_s``
+    (the login and the answer each get it): for before the server starts, and after it
+    stopped."""
     from .ipc_connection import IpcConnection
     from .transport import component_identity
 
     socket_path, token = component_identity(None, None)
-    connection = IpcConnection.open(socket_path, token, call_timeout_s=_CALL_TIMEOUT_S)
+    connection = IpcConnection.open(socket_path, token, call_timeout_s=timeout_s)
     try:
-        request: dict[str, Any] = {"keyPath": key_path}
-        if component is not None:
-            request["componentName"] = component
-        _, answer = connection.call("GetConfiguration", request)
-        deadline = time.monotonic() + _CALL_TIMEOUT_S + 1
+        _, answer = connection.call(operation, request)
+        deadline = time.monotonic() + timeout_s + 0.1
         while not answer.done() and time.monotonic() < deadline:
             connection.pump(0.05)
-        value = answer.result(0).get("value")
+        document = answer.result(0)
     finally:
         connection.close()
-    return value
+    return document
 
 
 class ModelComponent:

@@ -314,3 +314,30 @@ def test_an_ipc_server_without_component_updates_is_served_all_the_same(
         "component updates: not served by this IPC server (ServiceError); a deployment will not "
         "wait for requests in flight"
     )
+
+
+def test_reporting_errored_is_bounded_when_the_ipc_server_hangs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The IPC server accepts the connection and never answers: the exit waits half a
+    second, not the 5 s of an ordinary call."""
+    import socket
+    import tempfile
+    import time
+
+    from edgeboost.runtime.component import report_errored
+
+    caplog.set_level("INFO", logger="edgeboost.runtime.component")
+    with tempfile.TemporaryDirectory(prefix="eb-") as folder:
+        path = f"{folder}/hung.sock"
+        with socket.socket(socket.AF_UNIX) as hung:
+            hung.bind(path)
+            hung.listen()  # connections wait in the backlog: CONNECT is never answered
+            monkeypatch.setenv("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", path)
+            monkeypatch.setenv("SVCUID", "t")
+            started = time.monotonic()
+            report_errored(BundleError("the model failed"))
+            took = time.monotonic() - started
+    assert 0.4 < took < 1.0, took
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("could not report ERRORED to the IPC server (no CONNECT_ACK")

@@ -6,6 +6,7 @@ none is lost."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import zipfile
@@ -300,3 +301,39 @@ def test_component_updates_where_the_ipc_server_serves_them(
         status, _ = server.stop()
     assert reply["id"] == "served" and "predictions" in reply
     assert status == 0, server.stderr
+
+
+@pytest.mark.parametrize("fault", ["topic not granted", "model fails to load"])
+def test_a_fatal_exit_reports_errored_first(
+    deployed: tuple[Device, Any, dict[str, Any]], fault: str, tmp_path: Path
+) -> None:
+    """Before exiting on a fatal error, the server reports ERRORED (UpdateState) where the IPC
+    server takes it, within half a second; nucleus lite refuses it (ServiceError: its
+    gghealthd is not run here), and the exit goes on."""
+    device, ipc_server, _ = deployed
+    if fault == "topic not granted":
+        server = start_server(device, ipc_server, tmp_path, "--request-topic", "not/granted")
+        expected_status = 2
+    else:
+        library = next((device.models / "1.0.0").rglob("libmodel.so"))
+        data = bytearray(library.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        library.write_bytes(bytes(data))
+        server = start_server(device, ipc_server, tmp_path)
+        expected_status = 1
+    status = server.wait(15)
+    assert status == expected_status, (status, server.stderr)
+    if fault == "topic not granted":
+        assert "refused with UnauthorizedError" in server.stderr
+    else:
+        assert "edgeboost serve: error:" in server.stderr and "sha256 is" in server.stderr
+    if ipc_server.kind == "broker":
+        reported = re.search(r"reported ERRORED to the IPC server in (\d+) ms", server.stdout)
+        assert reported is not None, server.stdout
+        assert int(reported.group(1)) < 500
+        log = ipc_server.log_path
+        wait_until(lambda: f"component {NAME} reported state ERRORED" in log.read_text(), 5)
+    else:
+        assert "could not report ERRORED to the IPC server (UpdateState refused with " in (
+            server.stdout
+        )
