@@ -53,7 +53,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _CALL_TIMEOUT_S = 5.0
 _ERRORED_TIMEOUT_S = 0.5  # UpdateState ERRORED before a fatal exit: the login, then the answer
-MAX_UPDATE_DEFER_S = 10.0  # how long a deployment may be held up by requests in flight
+MAX_UPDATE_DEFER_S = 10  # seconds a deployment may be held up by requests in flight
 RECHECK_MS = 1000  # what a deferral asks for; the Nucleus then sends the event again
 _IDLE_LOOK_S = 0.2  # how long to look for a moment with nothing in flight before deferring
 THING_NAME_ENV = "AWS_IOT_THING_NAME"  # set by the Nucleus for every component
@@ -359,6 +359,10 @@ class ComponentLife:
                 updated = candidate
         if updated != config:
             self._server.apply_settings(updated)
+        defer = _seconds(values.get("MaxUpdateDeferSeconds"))
+        if defer is not None and defer != self._deferral.max_defer_s:
+            self._deferral.max_defer_s = defer
+            _log.info("settings: a deployment waits at most %g s for requests in flight", defer)
 
     def _topics(self, values: dict[str, Any]) -> dict[str, Any]:
         """The topics the configuration gives, where they differ from the server's."""
@@ -413,6 +417,19 @@ def _positive_ints(values: dict[str, Any], fields: dict[str, str]) -> dict[str, 
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             found[field] = value
     return found
+
+
+def _seconds(value: Any) -> float | None:
+    """A number of seconds, 0 or more, as either Nucleus may give it (10.0, or "10"); None for
+    anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < float("inf") else None
 
 
 def _replace(record: Any, **changes: Any) -> Any:

@@ -172,7 +172,10 @@ def test_a_new_model_version_is_swapped_in_and_a_bad_one_refused(
         thread.join(10)
 
 
-def test_live_limits_and_queue_sizes(named_bundle: tuple[Path, object], tmp_path: Path) -> None:
+def test_live_limits_and_queue_sizes(
+    named_bundle: tuple[Path, object], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="edgeboost.runtime.component")
     root = tmp_path / "artifacts-unarchived"
     first = deploy(named_bundle[0], root, "1.0.0")
     component = ModelComponent(MODEL, root / MODEL)
@@ -186,6 +189,12 @@ def test_live_limits_and_queue_sizes(named_bundle: tuple[Path, object], tmp_path
         # Values of the wrong type or out of range are ignored, not applied.
         assert server.config.limits.max_payload_bytes == 256 * 1024
         assert server.config.limits.max_reply_bytes == 12 * 1024 * 1024
+        # How long a deployment may wait, as nucleus lite gives its defaults (a string).
+        transport.change(None, MaxUpdateDeferSeconds="2.5")
+        wait(lambda: "at most 2.5 s for requests in flight" in caplog.text)
+        transport.change(None, MaxUpdateDeferSeconds=-1, QueueSize=8)  # the first ignored
+        wait(lambda: server.config.queue_size == 8)
+        assert caplog.text.count("for requests in flight") == 1
     finally:
         stop.set()
         thread.join(10)
