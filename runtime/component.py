@@ -208,7 +208,8 @@ class UpdateDeferral:
         if deployment_id != self._deployment:
             self._deployment, self._first, self._deferrals = deployment_id, now, 0
         waited = now - self._first
-        so_far = f"after {self._deferrals} deferrals, {waited:.1f} s" if self._deferrals else ""
+        count = self._deferrals
+        so_far = f"after {count} deferral{'s' * (count != 1)}, {waited:.1f} s" if count else ""
         if in_flight <= 0:
             return 0, f"deployment {deployment_id} may go on: nothing in flight" + (
                 f" ({so_far})" if so_far else ""
@@ -270,6 +271,10 @@ class ComponentLife:
         try:
             self._transport.subscribe_to_component_updates(self._on_update_event).result(
                 _CALL_TIMEOUT_S
+            )
+            _log.info(
+                "component updates: a deployment waits at most %g s for requests in flight",
+                self._deferral.max_defer_s,
             )
         except IpcRefusedError as exc:
             # Nucleus lite serves no SubscribeToComponentUpdates (ServiceError); the Java

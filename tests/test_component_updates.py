@@ -17,6 +17,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,16 @@ from edgeboost.broker.component_updates import DeploymentReport
 
 from .conftest import NAMES, need
 from .serving_harness import REQUEST, RESPONSE, Consumer, ServerProcess, wait_until, write_recipe
-from .test_model_updates import CONSUMER, DEPLOYER, MODEL, NAME, SERVER, Device, _json_recipe
+from .test_model_updates import (
+    CONSUMER,
+    DEPLOYER,
+    MODEL,
+    NAME,
+    SERVER,
+    Device,
+    _json_recipe,
+    wait_following,
+)
 
 ROW = [0.5, -1.0, 2.0, 0.25]
 assert len(ROW) == len(NAMES)
@@ -78,8 +88,8 @@ def start_server(device: Device, nucleus: Nucleus, logs: Path, *args: str) -> Se
     server.command[4:5] = ["--model-component", MODEL, "--model-path", str(device.models)]
     server.command += ["--legacy-request-topic", "", "--stats-interval", "3600"]
     server.start()
-    server.wait_serving()
-    wait_until(lambda: NAME in nucleus.broker.update_subscribers(), 10, lambda: server.stderr)
+    wait_following(server)
+    assert nucleus.broker.update_subscribers() == [NAME]
     return server
 
 
@@ -183,14 +193,15 @@ def test_a_steady_stream_holds_a_deployment_up_no_longer_than_the_limit(
     streaming.set()
     sent = [0]
 
-    def stream() -> None:  # 20 at a time: more than the server answers
+    def stream() -> None:  # 50 publishes awaiting the broker at any time: no pause
+        window: deque[Any] = deque()
         while streaming.is_set():
-            batch = [
-                consumer.publish(REQUEST, heavy(sent[0] + i, 300), wait=False) for i in range(20)
-            ]
-            sent[0] += len(batch)
-            for send in batch:
-                send.result(10)
+            window.append(consumer.publish(REQUEST, heavy(sent[0], 300), wait=False))
+            sent[0] += 1
+            if len(window) >= 50:
+                window.popleft().result(10)
+        for send in window:
+            send.result(10)
 
     sender = threading.Thread(target=stream, name="stream")
     stop_status: list[int] = []
@@ -216,7 +227,7 @@ def test_a_steady_stream_holds_a_deployment_up_no_longer_than_the_limit(
         f"\nsteady stream: {report.events} events, deferrals "
         f"{[a.recheck_after_ms for a in report.answers]}, waited {report.waited_s:.2f} s "
         f"(deployment {took:.2f} s); {sent[0]} requests sent, {stats['received']} received, "
-        f"{len(replies)} answered ({overloaded} overloaded)"
+        f"{len(replies)} answered ({overloaded} overloaded); {decisions(server)[-1]}"
     )
     assert report.answers[-1].recheck_after_ms == 0
     # The limit is 2.5 s from the first answer. The Nucleus asks again 3 s after each event
@@ -225,7 +236,10 @@ def test_a_steady_stream_holds_a_deployment_up_no_longer_than_the_limit(
     assert len(report.deferrals) == 1 and report.events == 2, report
     assert 4.5 <= report.waited_s < 6.0, report
     lines = decisions(server)
-    assert "may go on with" in lines[-1] and "requests in flight" in lines[-1], lines
+    assert lines[0].startswith("deferring deployment") and "may go on" in lines[-1], lines
+    # Usually "may go on with N requests in flight": the limit. The test's own process sends
+    # the stream, and when it falters for 0.2 s the server finds nothing in flight: either
+    # way the deployment went on at its second event.
     ids = [reply["id"] for reply in replies]
     assert len(ids) == len(set(ids)) == stats["received"], "a request was lost or answered twice"
     assert stats["abandoned"] == 0, stats

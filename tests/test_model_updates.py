@@ -145,6 +145,14 @@ def start_server(device: Device, ipc_server: Any, logs: Path, *args: str) -> Ser
     return server.start()
 
 
+def wait_following(server: ServerProcess) -> None:
+    """Until the server serves and watches its configurations: a change made between its
+    "serving" line and its watches would go unheard (its last subscription, to component
+    updates, logs one line either way)."""
+    server.wait_serving()
+    wait_until(lambda: "component updates: " in server.stdout, 10, lambda: server.stdout)
+
+
 def test_a_new_model_version_is_served_without_a_restart(
     deployed: tuple[Device, Any, dict[str, Any]],
     model_b: Path,
@@ -155,7 +163,7 @@ def test_a_new_model_version_is_served_without_a_restart(
     server = start_server(device, ipc_server, tmp_path, "--stats-interval", "3600")
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         pid = server.pid
         sent = 0
 
@@ -200,7 +208,7 @@ def test_a_new_version_that_fails_verification_is_refused(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         second = device.package(model_b, "2.0.0", tmp_path / "b")
         library = next((device.models / "2.0.0").rglob("libmodel.so"))
         data = bytearray(library.read_bytes())
@@ -225,7 +233,7 @@ def test_a_topic_change_moves_the_subscription_unless_refused(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         update_configuration(ipc_server, SERVER, {"RequestTopic": MOVED})
         wait_until(lambda: f"subscribed to {MOVED}" in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("old topic", [ROW]))
@@ -251,7 +259,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         if ipc_server.kind == "broker":  # nucleus lite refuses UpdateState for services it
             # did not start itself (its gghealthd keeps states through systemd)
             log = ipc_server.log_path
@@ -279,7 +287,7 @@ def test_component_updates_where_the_ipc_server_serves_them(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         if ipc_server.kind == "broker":
             log = ipc_server.log_path
             wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
