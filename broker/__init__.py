@@ -4,7 +4,9 @@ It speaks event-stream RPC over a Unix socket exactly as the awsiotsdk client ex
 implements ``SubscribeToTopic`` and ``PublishToTopic`` with the Nucleus's topic matching and
 authorization (taken from component recipes); ``GetConfiguration``, ``UpdateConfiguration`` and
 ``SubscribeToConfigurationUpdate`` on each component's configuration (its recipe's
-DefaultConfiguration); and ``UpdateState``. Every other operation gets a ServiceError. Tests and
+DefaultConfiguration); ``UpdateState``; and ``SubscribeToComponentUpdates`` and
+``DeferComponentUpdate``, with a deployment's side of them in :meth:`Broker.run_deployment`
+(SIGUSR1 to ``edgeboost broker``). Every other operation gets a ServiceError. Tests and
 demos point a component at it with ``AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT`` and
 ``SVCUID``; see :class:`Broker`.
 
@@ -65,6 +67,11 @@ timestamp         seconds, integer or not (Gson getAsDouble)            a double
 UpdateState       RUNNING or ERRORED, recorded for the caller           ServiceError: gghealthd,
                   (Broker.component_state); anything else ServiceError  which records states with
                   (LifecycleIPCEventStreamAgent)                        systemd, is not run
+component         SubscribeToComponentUpdates and DeferComponentUpdate  ServiceError for both (no
+updates           served; a deployment notifies every subscriber and    handler in its ggipcd)
+                  waits as UpdateSystemPolicyService does
+                  (component_updates.py: 1 s polls, recheckAfterMs 0
+                  is "go on", no answer waits out the timeout)
 ================  ====================================================  ==========================
 
 They agree on: ServiceError for a publishMessage with both members (Java: the union check's

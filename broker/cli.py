@@ -4,17 +4,26 @@ Each ``--recipe FILE[:TOKEN]`` adds a component with the access control and the 
 configuration of its recipe; without a TOKEN one is generated. The broker prints, per component,
 the environment a process needs to connect as that component, then serves until Ctrl-C or
 SIGTERM. It logs each UpdateState ("component NAME reported state STATE") at INFO.
+
+SIGUSR1 plays a deployment's part in the component update protocol, as the Java Nucleus does
+it before it changes anything: a PreComponentUpdateEvent to every component subscribed with
+SubscribeToComponentUpdates, waiting for their DeferComponentUpdate (up to ``--update-timeout``
+seconds each round), again after each deferral, then a PostComponentUpdateEvent; each step is
+logged ("deployment ID: ..."). Nothing else changes: configuration changes are
+UpdateConfiguration calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="SECONDS",
         help="close a connection that has not logged in (CONNECT) by then (default 10)",
+    )
+    parser.add_argument(
+        "--update-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="on SIGUSR1, how long each round of a deployment waits for the components' "
+        "DeferComponentUpdate (the component update policy's timeout; default 60)",
     )
     parser.add_argument(
         "--ints-stay-ints",
@@ -131,12 +148,36 @@ def run(args: argparse.Namespace) -> int:
         try:
             for line in _client_lines(broker):
                 print(line, flush=True)
+            _deploy_on_sigusr1(broker, args.update_timeout)
             broker.wait()
         except KeyboardInterrupt:
             logger.info("interrupted, stopping")
         finally:
             broker.stop()
     return 0
+
+
+def _deploy_on_sigusr1(broker: Broker, timeout: float) -> None:
+    """On SIGUSR1, run a deployment's update notification on a thread of its own (one at a
+    time, as the Nucleus does)."""
+    running = threading.Lock()
+
+    def deploy() -> None:
+        try:
+            broker.run_deployment(timeout=timeout, give_up_after=None)
+        except BrokerError as exc:
+            logger.warning("deployment not run: %s", exc)
+        finally:
+            running.release()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not running.acquire(blocking=False):
+            logger.info("a deployment is already under way; SIGUSR1 ignored")
+            return
+        threading.Thread(target=deploy, name="deployment", daemon=True).start()
+
+    with contextlib.suppress(ValueError):  # not the main thread: no signals
+        signal.signal(signal.SIGUSR1, on_signal)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeboost.broker.component_updates import ComponentUpdates, UpdateListener
 from edgeboost.broker.configuration import ConfigStore, ConfigWatch
 from edgeboost.broker.errors import IpcError
 from edgeboost.broker.policy import ComponentPolicy
@@ -18,12 +19,14 @@ __all__ = ["OperationContext", "Reply"]
 @dataclass(frozen=True, slots=True)
 class OperationContext:
     """What a handler may use: the caller's identity, the broker's state (pub/sub, every
-    component's configuration and reported state), and where its stream's events go."""
+    component's configuration and reported state, who listens for component updates), and
+    where its stream's events go."""
 
     component: ComponentPolicy
     hub: PubSubHub
     config: ConfigStore
     states: ComponentStates
+    updates: ComponentUpdates
     sink: EventSink
     stream_id: int
     numbers_as_doubles: bool
@@ -31,10 +34,11 @@ class OperationContext:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The first (response) message of a stream. With a ``subscription`` (pub/sub) or a
-    ``watch`` (configuration) the stream stays open and the session registers it after sending
-    the response; without one it is terminated. ``then`` runs once the response is queued (a
-    publish's fan-out, a configuration change's events).
+    """The first (response) message of a stream. With a ``subscription`` (pub/sub), a
+    ``watch`` (configuration) or a ``listener`` (component updates) the stream stays open and
+    the session registers it after sending the response; without one it is terminated.
+    ``then`` runs once the response is queued (a publish's fan-out, a configuration change's
+    events).
 
     With ``error`` the stream gets that error instead of the response, and ``then`` still runs:
     for a failure found after the change was made (UpdateConfiguration's stale timestamp)."""
@@ -43,5 +47,6 @@ class Reply:
     payload: Mapping[str, Any]
     subscription: Subscription | None = None
     watch: ConfigWatch | None = None
+    listener: UpdateListener | None = None
     then: Callable[[], object] | None = None
     error: IpcError | None = None

@@ -1,6 +1,7 @@
 """The IPC operations the broker serves (:data:`OPERATIONS`), and the pub/sub ones among them:
 SubscribeToTopic and PublishToTopic. The configuration operations are in
-:mod:`config_operations`, UpdateState in :mod:`lifecycle`; anything else is a ServiceError.
+:mod:`config_operations`, UpdateState and the component update ones in :mod:`lifecycle`;
+anything else is a ServiceError.
 
 Pub/sub checks run in the Nucleus's order (PubSubIPCEventStreamAgent): a request that cannot be
 deserialized fails first (InternalServerError); then authorization on the requested topic, so a
@@ -23,7 +24,14 @@ from edgeboost.broker.config_operations import (
 )
 from edgeboost.broker.context import OperationContext, Reply
 from edgeboost.broker.errors import InvalidArgumentsError, UnauthorizedError
-from edgeboost.broker.lifecycle import UPDATE_STATE, update_state
+from edgeboost.broker.lifecycle import (
+    DEFER_COMPONENT_UPDATE,
+    SUBSCRIBE_TO_COMPONENT_UPDATES,
+    UPDATE_STATE,
+    defer_component_update,
+    subscribe_to_component_updates,
+    update_state,
+)
 from edgeboost.broker.messages import (
     check_publish_message,
     optional_string,
@@ -108,4 +116,6 @@ OPERATIONS: Mapping[str, Callable[[OperationContext, Mapping[str, Any]], Reply]]
     UPDATE_CONFIGURATION: update_configuration,
     SUBSCRIBE_TO_CONFIGURATION_UPDATE: subscribe_to_configuration_update,
     UPDATE_STATE: update_state,
+    SUBSCRIBE_TO_COMPONENT_UPDATES: subscribe_to_component_updates,
+    DEFER_COMPONENT_UPDATE: defer_component_update,
 }

@@ -33,7 +33,9 @@ SUBSCRIPTION_MESSAGE_TYPE = "aws.greengrass#SubscriptionResponseMessage"
 class EventSink(Protocol):
     """Where a subscription's events go (a client session). Must never block or raise."""
 
-    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None: ...
+    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> bool:
+        """Queue the event; False when the stream is gone (or the event cannot be sent)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ Typical use in a test::
         env = broker.client_env("tok-a")  # the socket path and SVCUID for component A
         ...
         broker.wait_for_component_state("A", "RUNNING")  # A called UpdateState
+        report = broker.run_deployment()  # A may defer it (SubscribeToComponentUpdates)
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -24,10 +26,19 @@ from types import TracebackType
 from typing import Any
 
 from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.component_updates import (
+    COMPONENT_UPDATE_POLICY_EVENTS,
+    DEFAULT_TIMEOUT_S,
+    POLL_S,
+    ComponentUpdates,
+    DeploymentReport,
+    UpdateListener,
+)
 from edgeboost.broker.configuration import ConfigStore
 from edgeboost.broker.limits import MAX_PENDING_FRAMES, Limits
 from edgeboost.broker.policy import ComponentPolicy
 from edgeboost.broker.pubsub import PubSubHub, SubscriptionInfo
+from edgeboost.broker.rpc import dump_json
 from edgeboost.broker.session import ClientSession, SessionOptions
 from edgeboost.broker.socketfile import (
     SocketPathError,
@@ -52,7 +63,8 @@ class BrokerError(RuntimeError):
 
 
 class Broker:
-    """A local stand-in for the Nucleus's IPC server: pub/sub, configuration and UpdateState.
+    """A local stand-in for the Nucleus's IPC server: pub/sub, configuration, UpdateState and
+    component updates (:meth:`run_deployment` plays a deployment's part).
 
     ``components`` maps each auth token (what a component gets as ``SVCUID``) to that
     component's policy. ``configurations`` maps component names to the configuration each
@@ -114,6 +126,7 @@ class Broker:
             raise ValueError(f"configurations given for undeclared components: {undeclared}")
         self._config = ConfigStore({name: given.get(name, {}) for name in names})
         self._states = ComponentStates(names)
+        self._updates = ComponentUpdates()
         self._numbers_as_doubles = numbers_as_doubles
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -161,6 +174,64 @@ class Broker:
         """Block until ``component`` has last reported ``state``; raise TimeoutError
         otherwise. Woken by reports, not by polling."""
         self._states.wait_for(component, state, timeout)
+
+    def update_subscribers(self) -> list[str]:
+        """The components listening for component updates right now, one entry per stream."""
+        return self._updates.subscribers()
+
+    def run_deployment(
+        self,
+        deployment_id: str | None = None,
+        *,
+        ggc_restarting: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        poll_interval: float = POLL_S,
+        apply: Callable[[], object] | None = None,
+        give_up_after: float | None = 600.0,
+    ) -> DeploymentReport:
+        """Do what the Nucleus does before and after a deployment updates components (see
+        :mod:`edgeboost.broker.component_updates`): PreComponentUpdateEvent to every
+        subscriber, then again after each deferral, each round waiting up to ``timeout`` for
+        the answers and looking every ``poll_interval`` seconds; then ``apply`` (say, a
+        configuration change) and a PostComponentUpdateEvent. Blocks; call it from any thread
+        but the broker's. ``deployment_id`` defaults to a new UUID. TimeoutError when the
+        subscribers still defer after ``give_up_after`` seconds (the Nucleus has no such
+        limit)."""
+        if self._loop is None or not self.running:
+            raise BrokerError("the broker is not running")
+        return self._updates.run_deployment(
+            self._send_update_event,
+            deployment_id=deployment_id,
+            ggc_restarting=ggc_restarting,
+            timeout_s=timeout,
+            poll_s=poll_interval,
+            apply=apply,
+            give_up_after_s=give_up_after,
+        )
+
+    def _send_update_event(self, listener: UpdateListener, event: Mapping[str, Any]) -> bool:
+        """Queue ``event`` on ``listener``'s stream from the event loop; whether it was."""
+        loop = self._loop
+        if loop is None:
+            return False
+        queued: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        payload = dump_json(event)
+
+        def send() -> None:
+            try:
+                queued.set_result(
+                    listener.sink.send_stream_event(
+                        listener.stream_id, COMPONENT_UPDATE_POLICY_EVENTS, payload
+                    )
+                )
+            except BaseException as exc:  # reported to the waiting thread
+                queued.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(send)
+            return queued.result(5.0)  # DEFAULT_STREAM_MESSAGE_TIMEOUT_SECONDS
+        except (RuntimeError, concurrent.futures.TimeoutError):  # the loop stopped
+            return False
 
     def subscriptions(self) -> list[SubscriptionInfo]:
         """The live subscriptions right now (from any thread)."""
@@ -269,6 +340,7 @@ class Broker:
             hub=self._hub,
             config=self._config,
             states=self._states,
+            updates=self._updates,
             numbers_as_doubles=self._numbers_as_doubles,
             limits=self._limits,
             read_budget=ByteBudget(self._limits.max_partial_bytes),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from edgeboost.broker import rpc
 from edgeboost.broker.budget import ByteBudget
+from edgeboost.broker.component_updates import ComponentUpdates, UpdateListener
 from edgeboost.broker.configuration import ConfigStore, ConfigWatch
 from edgeboost.broker.context import OperationContext, Reply
 from edgeboost.broker.errors import IpcError, MalformedRequest, ServiceError
@@ -47,6 +48,7 @@ class SessionOptions:
     hub: PubSubHub
     config: ConfigStore
     states: ComponentStates
+    updates: ComponentUpdates
     numbers_as_doubles: bool
     limits: Limits
     read_budget: ByteBudget  # for frames still arriving, shared by all sessions
@@ -69,6 +71,7 @@ class ClientSession:
         self._last_stream_id = 0
         self._streams: dict[int, Subscription] = {}  # open SubscribeToTopic streams
         self._watches: dict[int, ConfigWatch] = {}  # open SubscribeToConfigurationUpdate streams
+        self._listeners: dict[int, UpdateListener] = {}  # open SubscribeToComponentUpdates ones
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0  # in _pending; the transport's own buffer is counted apart
         self._wakeup = asyncio.Event()
@@ -112,18 +115,27 @@ class ClientSession:
 
     # -- outgoing -----------------------------------------------------------------------------
 
-    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> None:
-        """Queue an event on an open stream (called during fan-out, and with configuration
-        changes)."""
-        if stream_id not in self._streams and stream_id not in self._watches:
-            return
+    def send_stream_event(self, stream_id: int, model_type: str, payload: bytes) -> bool:
+        """Queue an event on an open stream (called during fan-out, with configuration changes
+        and component updates); False when the stream is not open or the frame cannot be
+        made."""
+        if not self._is_open(stream_id):
+            return False
         try:
             frame = rpc.application_message(stream_id, model_type, payload, terminate=False)
         except FrameError as exc:
             # The Nucleus fails such a send on its own; the publisher still gets its response.
             logger.warning("%s: event on stream %d not sent: %s", self, stream_id, exc)
-            return
+            return False
         self._enqueue(frame)
+        return not self._aborted
+
+    def _is_open(self, stream_id: int) -> bool:
+        return (
+            stream_id in self._streams
+            or stream_id in self._watches
+            or (stream_id in self._listeners)
+        )
 
     def _enqueue(self, frame: bytes) -> None:
         if self._aborted:
@@ -266,7 +278,7 @@ class ClientSession:
             self._start_operation(stream_id, meta.operation, message, terminate)
 
     def _on_existing_stream(self, stream_id: int, terminate: bool) -> None:
-        if stream_id not in self._streams and stream_id not in self._watches:
+        if not self._is_open(stream_id):
             if not terminate:  # a late TERMINATE after we closed the stream is normal
                 self._protocol_error(f"stream {stream_id} is not open")
             return
@@ -289,7 +301,7 @@ class ClientSession:
             self._enqueue(_error_frame(stream_id, reply.error))
             self._then(reply, operation, stream_id)
             return
-        opens = reply.subscription is not None or reply.watch is not None
+        opens = any(x is not None for x in (reply.subscription, reply.watch, reply.listener))
         keep_open = opens and not terminate
         payload = rpc.dump_json(reply.payload)
         self._enqueue(
@@ -314,6 +326,10 @@ class ClientSession:
                 stream_id,
                 reply.watch.component,
             )
+        if reply.listener is not None:
+            self._listeners[stream_id] = reply.listener
+            self._options.updates.add(reply.listener)
+            logger.debug("%s: stream %d listens for component updates", self, stream_id)
 
     def _then(self, reply: Reply, operation: str, stream_id: int) -> None:
         if reply.then is None:
@@ -341,6 +357,7 @@ class ClientSession:
                 self._options.hub,
                 self._options.config,
                 self._options.states,
+                self._options.updates,
                 self,
                 stream_id,
                 self._options.numbers_as_doubles,
@@ -374,6 +391,9 @@ class ClientSession:
         watch = self._watches.pop(stream_id, None)
         if watch is not None:
             self._options.config.detach((watch,))
+        listener = self._listeners.pop(stream_id, None)
+        if listener is not None:
+            self._options.updates.remove([listener])
 
     def _drop_subscriptions(self) -> None:
         # One batch: removing them one by one used to rebuild the hub's view each time.
@@ -381,6 +401,8 @@ class ClientSession:
         self._streams.clear()
         self._options.config.detach(self._watches.values())
         self._watches.clear()
+        self._options.updates.remove(list(self._listeners.values()))
+        self._listeners.clear()
 
 
 def _error_frame(stream_id: int, error: IpcError) -> bytes:

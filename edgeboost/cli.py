@@ -342,6 +342,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the folder of that component's versions: "
         "{kernel:rootPath}/packages/artifacts-unarchived/NAME",
     )
+    from edgeboost.runtime.component import MAX_UPDATE_DEFER_S
+
+    model.add_argument(
+        "--max-update-defer",
+        type=float,
+        default=MAX_UPDATE_DEFER_S,
+        metavar="SECONDS",
+        help="how long a deployment may wait for the requests in flight (DeferComponentUpdate "
+        "while some are; 0: never waits)",
+    )
     _add_server_options(serve)
     serve.set_defaults(handler=_serve)
     return parser
@@ -586,6 +596,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if (args.bundle is None) == (args.model_component is None):
         raise SystemExit("edgeboost serve: error: give a BUNDLE or --model-component, not both")
+    if not 0 <= args.max_update_defer < float("inf"):
+        raise SystemExit("edgeboost serve: error: --max-update-defer must be 0 or more seconds")
     component = None
     if args.model_component is not None:
         from edgeboost.runtime.component import ModelComponent, fetch_configuration
@@ -596,7 +608,13 @@ def _serve(args: argparse.Namespace) -> int:
                 "built-in transport"
             )
         component = ModelComponent(args.model_component, args.model_path, target=args.target)
-        model = component.load(fetch_configuration(args.model_component, ["Bundle"]))
+        try:
+            model = component.load(fetch_configuration(args.model_component, ["Bundle"]))
+        except Exception as exc:
+            from edgeboost.runtime.component import report_errored
+
+            report_errored(exc)  # the Nucleus learns of it before the exit status
+            raise
     else:
         model = Model.load(args.bundle, target=args.target)
     if args.transport == "awsiotsdk":
@@ -611,8 +629,16 @@ def _serve(args: argparse.Namespace) -> int:
         builtin = BuiltinTransport()
         server = InferenceServer(model, builtin, server_config(args))
         # A deployed component follows its model component and its configuration.
-        life = ComponentLife(server, builtin, component) if component is not None else None
+        life = None
+        if component is not None:
+            life = ComponentLife(
+                server, builtin, component, max_update_defer_s=args.max_update_defer
+            )
         status = server.run(stop, on_serving=life.start if life is not None else None)
+        if life is not None and server.fatal is not None:
+            from edgeboost.runtime.component import report_errored
+
+            report_errored(server.fatal)
     # Exit now, whatever a stuck thread is doing: the Nucleus SIGKILLs 5 s after SIGTERM, and
     # interpreter shutdown would wait on the IPC client's native threads.
     logging.shutdown()

@@ -38,6 +38,7 @@ from typing import Any
 
 from edgeboost.compile.errors import MissingExtraError, PackagingError
 from edgeboost.compile.runtime_tree import runtime_files
+from edgeboost.runtime.component import MAX_UPDATE_DEFER_S
 from edgeboost.runtime.integrity import CHECKSUMS_NAME, format_checksums, verify_bundle
 from edgeboost.runtime.manifest import MANIFEST_NAME, Manifest
 from edgeboost.runtime.model import Model
@@ -503,14 +504,16 @@ def _fill(node: Any, values: dict[str, str]) -> Any:
 
 
 def _server_settings() -> dict[str, int]:
-    """The recipe's limits and queue sizes: the server's defaults, as numbers (the server reads
-    them from its configuration at start and on each change)."""
+    """The recipe's limits, queue sizes and how long a deployment may wait for the requests in
+    flight: the server's defaults, as numbers (the server reads them from its configuration at
+    start and on each change)."""
     return {
         "MaxPayloadBytes": _SERVER.limits.max_payload_bytes,
         "MaxReplyBytes": _SERVER.limits.max_reply_bytes,
         "MaxRows": _SERVER.limits.max_rows,
         "QueueSize": _SERVER.queue_size,
         "OverloadQueueSize": _SERVER.overload_queue_size,
+        "MaxUpdateDeferSeconds": MAX_UPDATE_DEFER_S,
     }
 
 

@@ -55,8 +55,9 @@ class BuiltinTransport:
         self._lock = threading.Lock()
         self._connection: IpcConnection | None = None
         self._subscriptions: dict[str, int] = {}  # topic -> stream id
-        # Configuration subscriptions: (request, event callback), renewed on every connection.
-        self._watches: list[tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = []
+        # Streams beyond the request topics (configuration, component updates): (operation,
+        # request, event callback), opened again on every connection.
+        self._watches: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None]]] = []
         self._topics: list[str] = []
         self._deliver: Callable[[Message], None] = lambda message: None
         self._on_fatal: Callable[[Exception], None] = lambda error: None
@@ -138,9 +139,56 @@ class BuiltinTransport:
         request: dict[str, Any] = {"keyPath": list(key_path)}
         if component is not None:
             request["componentName"] = component
+        return self._watch("SubscribeToConfigurationUpdate", request, event)
+
+    def subscribe_to_component_updates(
+        self, on_event: Callable[[str, dict[str, Any]], None]
+    ) -> Future[dict[str, Any]]:
+        """Call ``on_event(kind, event)`` (on this transport's thread) with each event the Nucleus
+        sends before and after a deployment updates components: ``kind`` is ``preUpdateEvent``
+        (``{"deploymentId", "isGgcRestarting"}``: answer it with ``defer_component_update``) or
+        ``postUpdateEvent`` (``{"deploymentId"}``). Subscribed again after a reconnect, unless
+        the IPC server refused it (nucleus lite does not serve it)."""
+
+        def event(document: dict[str, Any]) -> None:
+            for kind in ("preUpdateEvent", "postUpdateEvent"):
+                inner = document.get(kind)
+                if isinstance(inner, dict):
+                    on_event(kind, inner)
+
+        return self._watch("SubscribeToComponentUpdates", {}, event)
+
+    def defer_component_update(
+        self, deployment_id: str, recheck_after_ms: int, message: str | None = None
+    ) -> Future[dict[str, Any]]:
+        """Answer a ``preUpdateEvent``: ask the Nucleus to send it again in ``recheck_after_ms``
+        (``message`` goes to its log), or, with 0, let the deployment go on. The Nucleus waits
+        for an answer from every subscriber (up to the deployment's update policy timeout,
+        60 s by default), so every event needs one."""
+        request: dict[str, Any] = {"deploymentId": deployment_id}
+        if message is not None:
+            request["message"] = message
+        request["recheckAfterMs"] = recheck_after_ms  # a request without it is ignored
+        return self._call("DeferComponentUpdate", request)
+
+    def _watch(
+        self, operation: str, request: dict[str, Any], event: Callable[[dict[str, Any]], None]
+    ) -> Future[dict[str, Any]]:
+        """Open a stream of events that lives as long as the component: opened again on every
+        new connection, unless the IPC server refuses it (then it would refuse it again)."""
+        watch = (operation, request, event)
         with self._lock:
-            self._watches.append((request, event))  # subscribed again after a reconnect
-        return self._call("SubscribeToConfigurationUpdate", request, on_event=event)
+            self._watches.append(watch)
+
+        def forget_if_refused(answer: Future[dict[str, Any]]) -> None:
+            if isinstance(answer.exception(), IpcRefusedError):
+                with self._lock:
+                    if watch in self._watches:
+                        self._watches.remove(watch)
+
+        answer = self._call(operation, request, on_event=event)
+        answer.add_done_callback(forget_if_refused)
+        return answer
 
     def _call(
         self,
@@ -259,11 +307,11 @@ class BuiltinTransport:
             streams = {topic: self._subscribe(connection, topic) for topic in self._topics}
             with self._lock:
                 watches = list(self._watches)
-            for request, event in watches:
-                answer = connection.call("SubscribeToConfigurationUpdate", request, on_event=event)
-                error = self._await(connection, answer[1], "SubscribeToConfigurationUpdate")
+            for operation, request, event in watches:
+                answer = connection.call(operation, request, on_event=event)
+                error = self._await(connection, answer[1], operation)
                 if error is not None:  # serving goes on; only live updates are missed
-                    _log.warning("configuration updates of %s not renewed: %s", request, error)
+                    _log.warning("%s %s not renewed: %s", operation, request, error)
         except BaseException:
             connection.close()
             raise

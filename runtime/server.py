@@ -173,6 +173,11 @@ class InferenceServer:
         self._scheduled: deque[Callable[[], None]] = deque()  # appends are thread-safe
 
     @property
+    def fatal(self) -> Exception | None:
+        """What made the server stop on its own (a refused subscription or token), if anything."""
+        return self._fatal
+
+    @property
     def topics(self) -> list[str]:
         legacy = self.config.legacy_request_topic
         return [self.config.request_topic] + ([legacy] if legacy else [])

@@ -58,6 +58,7 @@ def test_arguments() -> None:
     assert args.recipe == ["a.json:tok", "b.json"]
     assert args.ints_stay_ints is False
     assert args.login_timeout == 10.0
+    assert args.update_timeout == 60.0
     assert (
         parser.parse_args(
             ["--socket", "s", "--recipe", "r", "--login-timeout", "0.5"]
@@ -210,6 +211,44 @@ def test_serves_each_recipes_configuration_and_logs_reported_states(workdir: Pat
             expected = "component com.example.Model reported state RUNNING"
             while expected not in lines.get(timeout=TIMEOUT):
                 pass
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+            reader.join(TIMEOUT)
+
+
+def test_sigusr1_runs_a_deployments_update_notification(workdir: Path) -> None:
+    """What a test running the broker as a process can do to see a component defer: SIGUSR1,
+    then the log says what each component answered."""
+    from .raw_ipc import RawIpc
+
+    recipe = _recipe(workdir, "com.example.Server")
+    sock = workdir / "ipc.sock"
+    command = [sys.executable, "-m", "edgeboost.broker", "--socket", str(sock)]
+    command += ["--recipe", f"{recipe}:tok", "--update-timeout", "5"]
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(process.stderr, lines))
+        reader.start()
+        try:
+            while "listening on" not in lines.get(timeout=TIMEOUT):
+                pass
+            with RawIpc(str(sock)) as client:
+                assert client.connect("tok").flags == 1
+                stream = client.call("aws.greengrass#SubscribeToComponentUpdates", {})
+                client.receive_on(stream)  # the response
+                process.send_signal(signal.SIGUSR1)
+                event = client.receive_on(stream, TIMEOUT).json()["preUpdateEvent"]
+                request = {"deploymentId": event["deploymentId"], "recheckAfterMs": 0}
+                client.receive_on(client.call("aws.greengrass#DeferComponentUpdate", request))
+                after = client.receive_on(stream, TIMEOUT).json()
+                assert after == {"postUpdateEvent": {"deploymentId": event["deploymentId"]}}
+            seen = []
+            while "applying after" not in (line := lines.get(timeout=TIMEOUT)):
+                seen.append(line)
+            assert any("com.example.Server lets it go on" in line for line in seen), seen
         finally:
             process.terminate()
             process.wait(TIMEOUT)

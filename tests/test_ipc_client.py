@@ -4,6 +4,7 @@ capture of awsiotsdk 1.31 / awscrt 0.36.1), and no frame a server sends can cras
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import socket
@@ -370,3 +371,161 @@ def test_random_bytes_from_the_server_never_crash_the_client(data: bytes) -> Non
             connection.pump(0.05)
     connection.close()
     server_end.close()
+
+
+# --- component updates: what awsiotsdk sends, and what the built-in client does with events ----
+class RecordingServer:
+    """Logs clients in (one connection at a time), answers each new stream with an empty
+    response (the stream stays open), or a ServiceError for an operation in ``refuse``, and
+    keeps every frame a client sent after its CONNECT, as bytes, with the connection's
+    number."""
+
+    def __init__(self, path: Path, refuse: tuple[str, ...] = ()) -> None:
+        self.path, self.refuse = path, refuse
+        self.frames: list[tuple[int, bytes]] = []
+        self.connection: socket.socket | None = None
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(path))
+        self._listener.listen()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def operations(self, connection: int) -> list[str]:
+        """The operations a connection opened streams for, in order."""
+        found = []
+        for number, frame in list(self.frames):
+            operation = FrameDecoder().feed(frame)[0].find("operation")
+            if number == connection and operation is not None:
+                found.append(str(operation.value).removeprefix("aws.greengrass#"))
+        return found
+
+    def _serve(self) -> None:
+        number = 0
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            number += 1
+            self.connection = sock
+            with contextlib.suppress(OSError), sock:
+                self._session(sock, number)
+
+    def _session(self, sock: socket.socket, number: int) -> None:
+        raw, connected = b"", False
+        while data := sock.recv(65536):
+            raw += data
+            while len(raw) >= 4 and len(raw) >= int.from_bytes(raw[:4], "big"):
+                size = int.from_bytes(raw[:4], "big")
+                frame, raw = raw[:size], raw[size:]
+                if not connected:
+                    connected = True
+                    sock.sendall(ack())
+                    continue
+                self.frames.append((number, frame))
+                (message,) = FrameDecoder().feed(frame)
+                operation, stream = message.find("operation"), message.find(":stream-id")
+                if operation is None or stream is None:
+                    continue
+                model = str(operation.value).removeprefix("aws.greengrass#")
+                if model in self.refuse:
+                    refusal = {"_message": "no", "_errorCode": "ServiceError"}
+                    sock.sendall(_answer(int(stream.value), "ServiceError", refusal, kind=1))
+                else:
+                    sock.sendall(_answer(int(stream.value), f"{model}Response", {}))
+
+    def send(self, frame: bytes) -> None:
+        assert self.connection is not None
+        self.connection.sendall(frame)
+
+    def drop(self) -> None:
+        """Close the current connection from the server's side."""
+        assert self.connection is not None
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _awsiotsdk_update_frames(path: Path) -> list[bytes]:
+    """The frames awsiotsdk's V2 client sends to subscribe to component updates and to defer
+    one (twice: with a message, and without one, recheck 0)."""
+    import awsiot.greengrasscoreipc as ipc
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+    server = RecordingServer(path)
+    client = GreengrassCoreIPCClientV2(client=ipc.connect(ipc_socket=str(path), authtoken="t"))
+    try:
+        client.subscribe_to_component_updates(on_stream_event=lambda event: None)
+        client.defer_component_update(
+            deployment_id="d-1", message="edgeboost: 3 requests in flight", recheck_after_ms=1000
+        )
+        client.defer_component_update(deployment_id="d-1", recheck_after_ms=0)
+    finally:
+        client.close()
+        server.close()
+    return [frame for _, frame in server.frames[:3]]
+
+
+def test_component_update_frames_are_the_ones_awsiotsdk_sends(socket_dir: Path) -> None:
+    need(_has_awsiotsdk(), "awsiotsdk (pip install awsiotsdk)")
+    theirs = [described(frame) for frame in _awsiotsdk_update_frames(socket_dir / "sdk")]
+    server = RecordingServer(socket_dir / "ours")
+    transport = BuiltinTransport(socket_path=str(server.path), auth_token="t")
+    transport.start([], lambda message: None, lambda error: None)
+    try:
+        assert transport.subscribe_to_component_updates(lambda kind, event: None).result(5) == {}
+        transport.defer_component_update("d-1", 1000, "edgeboost: 3 requests in flight").result(5)
+        transport.defer_component_update("d-1", 0).result(5)
+    finally:
+        transport.close(1)
+        server.close()
+    ours = [described(frame) for _, frame in server.frames[:3]]
+    assert len(theirs) == len(ours) == 3
+    for mine, sdk in zip(ours, theirs, strict=True):
+        assert mine == sdk  # headers (names, types, values, order), payload, length, CRC
+    assert json.loads(ours[1]["payload"]) == {
+        "deploymentId": "d-1",
+        "message": "edgeboost: 3 requests in flight",
+        "recheckAfterMs": 1000,
+    }
+
+
+def test_component_update_events_reach_the_callback_and_survive_a_reconnect(
+    socket_dir: Path,
+) -> None:
+    server = RecordingServer(socket_dir / "s", refuse=("SubscribeToConfigurationUpdate",))
+    heard: list[tuple[str, dict[str, Any]]] = []
+    transport = BuiltinTransport(
+        socket_path=str(server.path), auth_token="t", backoff_s=(0.01, 0.05)
+    )
+    transport.start([], lambda message: None, lambda error: None)
+    try:
+        assert transport.subscribe_to_component_updates(lambda *e: heard.append(e)).result(5) == {}
+        with pytest.raises(IpcRefusedError, match="ServiceError"):
+            transport.subscribe_to_configuration_update([], lambda update: None).result(5)
+        model = "ComponentUpdatePolicyEvents"
+        pre = {"preUpdateEvent": {"deploymentId": "d-1", "isGgcRestarting": False}}
+        server.send(_answer(1, model, pre))
+        server.send(_answer(1, model, {"somethingNew": {}}))  # ignored
+        assert _wait(lambda: len(heard) == 1, 5)
+        # A new connection subscribes again, and only to what was not refused.
+        server.drop()
+        assert _wait(lambda: server.operations(2) == ["SubscribeToComponentUpdates"], 5)
+        server.send(_answer(1, model, {"postUpdateEvent": {"deploymentId": "d-1"}}))
+        assert _wait(lambda: len(heard) == 2, 5)
+    finally:
+        transport.close(1)
+        server.close()
+    assert server.operations(1) == ["SubscribeToComponentUpdates", "SubscribeToConfigurationUpdate"]
+    assert heard == [
+        ("preUpdateEvent", {"deploymentId": "d-1", "isGgcRestarting": False}),
+        ("postUpdateEvent", {"deploymentId": "d-1"}),
+    ]
+
+
+def _has_awsiotsdk() -> bool:
+    try:
+        import awsiot.greengrasscoreipc  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -6,6 +6,8 @@ none is lost."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -143,6 +145,14 @@ def start_server(device: Device, ipc_server: Any, logs: Path, *args: str) -> Ser
     return server.start()
 
 
+def wait_following(server: ServerProcess) -> None:
+    """Until the server serves and watches its configurations: a change made between its
+    "serving" line and its watches would go unheard (its last subscription, to component
+    updates, logs one line either way)."""
+    server.wait_serving()
+    wait_until(lambda: "component updates: " in server.stdout, 10, lambda: server.stdout)
+
+
 def test_a_new_model_version_is_served_without_a_restart(
     deployed: tuple[Device, Any, dict[str, Any]],
     model_b: Path,
@@ -153,7 +163,7 @@ def test_a_new_model_version_is_served_without_a_restart(
     server = start_server(device, ipc_server, tmp_path, "--stats-interval", "3600")
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         pid = server.pid
         sent = 0
 
@@ -198,7 +208,7 @@ def test_a_new_version_that_fails_verification_is_refused(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         second = device.package(model_b, "2.0.0", tmp_path / "b")
         library = next((device.models / "2.0.0").rglob("libmodel.so"))
         data = bytearray(library.read_bytes())
@@ -223,7 +233,7 @@ def test_a_topic_change_moves_the_subscription_unless_refused(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         update_configuration(ipc_server, SERVER, {"RequestTopic": MOVED})
         wait_until(lambda: f"subscribed to {MOVED}" in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("old topic", [ROW]))
@@ -249,7 +259,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     server = start_server(device, ipc_server, tmp_path)
     consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
     try:
-        server.wait_serving()
+        wait_following(server)
         if ipc_server.kind == "broker":  # nucleus lite refuses UpdateState for services it
             # did not start itself (its gghealthd keeps states through systemd)
             log = ipc_server.log_path
@@ -265,3 +275,73 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     assert before["id"] == "before" and len(before["predictions"]) == 3
     assert after["id"] == "after" and after["error"]["code"] == "too_large"
     assert "queue 8," in server.stdout and status == 0
+
+
+def test_component_updates_where_the_ipc_server_serves_them(
+    deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The Java Nucleus (the broker) tells the server of each deployment, and an idle server
+    lets it go on at once; nucleus lite does not serve SubscribeToComponentUpdates: one line
+    says so, and the server serves on."""
+    device, ipc_server, _ = deployed
+    server = start_server(device, ipc_server, tmp_path)
+    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
+    try:
+        wait_following(server)
+        if ipc_server.kind == "broker":
+            log = ipc_server.log_path
+            wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
+            ipc_server.signal(signal.SIGUSR1)  # the broker plays a deployment's part
+            wait_until(lambda: "applying after" in log.read_text(), 10, log.read_text)
+            assert f"{NAME} lets it go on" in log.read_text()
+            wait_until(lambda: "is over (PostComponentUpdateEvent)" in server.stdout, 5)
+            assert "may go on: nothing in flight" in server.stdout
+        else:
+            line = (
+                "INFO edgeboost.runtime.component: component updates: not served by this IPC "
+                "server (ServiceError); a deployment will not wait for requests in flight"
+            )
+            wait_until(lambda: line in server.stdout, 5, lambda: server.stdout)
+        consumer.publish(REQUEST, request("served", [ROW]))
+        (reply,) = consumer.wait_for(1, timeout=5)
+    finally:
+        consumer.close()
+        status, _ = server.stop()
+    assert reply["id"] == "served" and "predictions" in reply
+    assert status == 0, server.stderr
+
+
+@pytest.mark.parametrize("fault", ["topic not granted", "model fails to load"])
+def test_a_fatal_exit_reports_errored_first(
+    deployed: tuple[Device, Any, dict[str, Any]], fault: str, tmp_path: Path
+) -> None:
+    """Before exiting on a fatal error, the server reports ERRORED (UpdateState) where the IPC
+    server takes it, within half a second; nucleus lite refuses it (ServiceError: its
+    gghealthd is not run here), and the exit goes on."""
+    device, ipc_server, _ = deployed
+    if fault == "topic not granted":
+        server = start_server(device, ipc_server, tmp_path, "--request-topic", "not/granted")
+        expected_status = 2
+    else:
+        library = next((device.models / "1.0.0").rglob("libmodel.so"))
+        data = bytearray(library.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        library.write_bytes(bytes(data))
+        server = start_server(device, ipc_server, tmp_path)
+        expected_status = 1
+    status = server.wait(15)
+    assert status == expected_status, (status, server.stderr)
+    if fault == "topic not granted":
+        assert "refused with UnauthorizedError" in server.stderr
+    else:
+        assert "edgeboost serve: error:" in server.stderr and "sha256 is" in server.stderr
+    if ipc_server.kind == "broker":
+        reported = re.search(r"reported ERRORED to the IPC server in (\d+) ms", server.stdout)
+        assert reported is not None, server.stdout
+        assert int(reported.group(1)) < 500
+        log = ipc_server.log_path
+        wait_until(lambda: f"component {NAME} reported state ERRORED" in log.read_text(), 5)
+    else:
+        assert "could not report ERRORED to the IPC server (UpdateState refused with " in (
+            server.stdout
+        )

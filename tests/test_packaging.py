@@ -155,6 +155,7 @@ def test_recipe_has_one_manifest_per_target(packaged: Path) -> None:
             f"  --model-path {{kernel:rootPath}}/packages/artifacts-unarchived/{MODEL} \\\n"
         ) in run
         assert "{configuration:/RequestTopic}" in run
+        assert "--max-update-defer {configuration:/MaxUpdateDeferSeconds}" in run
         install = manifest["Lifecycle"]["Install"]["Script"]
         assert "import cffi" in install
         # Self-contained: nothing is installed, nothing fetched.
