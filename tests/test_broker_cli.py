@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -98,6 +99,28 @@ def _connect_accepted(path: str, token: str) -> bool:
 def _pump(stream: IO[str] | None, lines: queue.Queue[str]) -> None:
     for line in stream or ():
         lines.put(line)
+
+
+@contextmanager
+def _broker_logging(
+    command: list[str],
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """`edgeboost broker` as a process, once it listens, with its log lines (stderr) as they
+    come; terminated at the end."""
+    with subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as process:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(process.stderr, lines))
+        reader.start()
+        try:
+            while "listening on" not in lines.get(timeout=TIMEOUT):
+                pass
+            yield process, lines
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+            reader.join(TIMEOUT)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
@@ -192,29 +215,17 @@ def test_serves_each_recipes_configuration_and_logs_reported_states(workdir: Pat
     sock = workdir / "ipc.sock"
     command = [sys.executable, "-m", "edgeboost.broker", "--socket", str(sock)]
     command += ["--recipe", f"{recipe}:tok-model"]
-    with subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ) as process:
-        lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stderr, lines))
-        reader.start()
-        try:
-            while "listening on" not in lines.get(timeout=TIMEOUT):
-                pass
-            with RawIpc(str(sock)) as client:
-                assert client.connect("tok-model").flags == 1
-                reply = client.receive_on(
-                    client.call("aws.greengrass#GetConfiguration", {"keyPath": []})
-                )
-                assert reply.json() == {"componentName": "com.example.Model", "value": defaults}
-                client.receive_on(client.call("aws.greengrass#UpdateState", {"state": "RUNNING"}))
-            expected = "component com.example.Model reported state RUNNING"
-            while expected not in lines.get(timeout=TIMEOUT):
-                pass
-        finally:
-            process.terminate()
-            process.wait(TIMEOUT)
-            reader.join(TIMEOUT)
+    with _broker_logging(command) as (_, lines):
+        with RawIpc(str(sock)) as client:
+            assert client.connect("tok-model").flags == 1
+            reply = client.receive_on(
+                client.call("aws.greengrass#GetConfiguration", {"keyPath": []})
+            )
+            assert reply.json() == {"componentName": "com.example.Model", "value": defaults}
+            client.receive_on(client.call("aws.greengrass#UpdateState", {"state": "RUNNING"}))
+        expected = "component com.example.Model reported state RUNNING"
+        while expected not in lines.get(timeout=TIMEOUT):
+            pass
 
 
 def test_sigusr1_runs_a_deployments_update_notification(workdir: Path) -> None:
@@ -226,33 +237,21 @@ def test_sigusr1_runs_a_deployments_update_notification(workdir: Path) -> None:
     sock = workdir / "ipc.sock"
     command = [sys.executable, "-m", "edgeboost.broker", "--socket", str(sock)]
     command += ["--recipe", f"{recipe}:tok", "--update-timeout", "5"]
-    with subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ) as process:
-        lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stderr, lines))
-        reader.start()
-        try:
-            while "listening on" not in lines.get(timeout=TIMEOUT):
-                pass
-            with RawIpc(str(sock)) as client:
-                assert client.connect("tok").flags == 1
-                stream = client.call("aws.greengrass#SubscribeToComponentUpdates", {})
-                client.receive_on(stream)  # the response
-                process.send_signal(signal.SIGUSR1)
-                event = client.receive_on(stream, TIMEOUT).json()["preUpdateEvent"]
-                request = {"deploymentId": event["deploymentId"], "recheckAfterMs": 0}
-                client.receive_on(client.call("aws.greengrass#DeferComponentUpdate", request))
-                after = client.receive_on(stream, TIMEOUT).json()
-                assert after == {"postUpdateEvent": {"deploymentId": event["deploymentId"]}}
-            seen = []
-            while "applying after" not in (line := lines.get(timeout=TIMEOUT)):
-                seen.append(line)
-            assert any("com.example.Server lets it go on" in line for line in seen), seen
-        finally:
-            process.terminate()
-            process.wait(TIMEOUT)
-            reader.join(TIMEOUT)
+    with _broker_logging(command) as (process, lines):
+        with RawIpc(str(sock)) as client:
+            assert client.connect("tok").flags == 1
+            stream = client.call("aws.greengrass#SubscribeToComponentUpdates", {})
+            client.receive_on(stream)  # the response
+            process.send_signal(signal.SIGUSR1)
+            event = client.receive_on(stream, TIMEOUT).json()["preUpdateEvent"]
+            request = {"deploymentId": event["deploymentId"], "recheckAfterMs": 0}
+            client.receive_on(client.call("aws.greengrass#DeferComponentUpdate", request))
+            after = client.receive_on(stream, TIMEOUT).json()
+            assert after == {"postUpdateEvent": {"deploymentId": event["deploymentId"]}}
+        seen = []
+        while "applying after" not in (line := lines.get(timeout=TIMEOUT)):
+            seen.append(line)
+        assert any("com.example.Server lets it go on" in line for line in seen), seen
 
 
 def test_the_same_component_twice_is_an_error(workdir: Path) -> None:
