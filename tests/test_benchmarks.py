@@ -468,6 +468,7 @@ def test_each_rounds_p50_is_summarised_beside_the_pooled_one() -> None:
     assert summary.call_us.p50 == pytest.approx(6.0)
 
 
+@pytest.mark.slow  # 6 s of serving; CI runs it
 def test_a_soak_run_counts_losses_duplicates_and_memory(tmp_path: Path) -> None:
     need(importlib.util.find_spec("awsiot") is not None, "awsiotsdk (pip install awsiotsdk)")
     from edgeboost.benchmarks.cli import main

@@ -124,6 +124,7 @@ def decisions(server: ServerProcess) -> list[str]:
     return _DECISION.findall(server.stdout)
 
 
+@pytest.mark.slow  # 5 s at the Nucleus's pace; CI runs it
 def test_requests_in_flight_are_answered_before_the_update(
     nucleus: tuple[Device, Nucleus], tmp_path: Path
 ) -> None:
@@ -180,6 +181,7 @@ def test_requests_in_flight_are_answered_before_the_update(
     assert "may go on: nothing in flight (after" in lines[-1]
 
 
+@pytest.mark.slow  # 5 s at the Nucleus's pace; CI runs it
 def test_a_steady_stream_holds_a_deployment_up_no_longer_than_the_limit(
     nucleus: tuple[Device, Nucleus], tmp_path: Path
 ) -> None:
