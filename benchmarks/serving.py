@@ -28,16 +28,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .coldstart import proc_status_kib
 from .models import WINE_MODEL
 from .results import RoundTripMs, ServingResult, TransportResult
-
-if TYPE_CHECKING:
-    from edgeboost.recipes import Package
 
 __all__ = [
     "OLD_DESIGN_ROUND_TRIP_MS",
@@ -214,7 +211,7 @@ def _only(modules: tuple[str, ...], folder: Path) -> tuple[str, ...]:
     return (str(folder),)
 
 
-def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path, Package]:
+def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path]:
     """Package the bundle as `edgeboost package` does; unzip this platform's runtime and model
     zips into one folder (the model in ``bundle/``)."""
     from edgeboost.recipes import ComponentOptions, package_bundle, unpack_on_this_machine
@@ -229,7 +226,7 @@ def _package(bundle: Path, work: Path) -> tuple[Path, Path, Path, Package]:
     assert package.consumer_recipe is not None and package.runtime is not None
     device = work / "device"
     unpack_on_this_machine(package, device, host_target())
-    return package.runtime.recipe, package.consumer_recipe, device, package
+    return package.runtime.recipe, package.consumer_recipe, device
 
 
 @dataclass
@@ -261,11 +258,11 @@ def running_component(
     processes: list[subprocess.Popen[Any]] = []
     consumer: _Consumer | None = None
     try:
-        recipe, consumer_recipe, device, package = _package(bundle, work)
+        recipe, consumer_recipe, device = _package(bundle, work)
         python = device_python(transport, work)
         # The recipe's Install, which compiles the runtime's bytecode into the work folder.
         installed = install_on_this_machine(
-            package, device, work, host_target(), python3=python.installer
+            recipe, device, work, host_target(), python3=python.installer
         )
         if installed.returncode != 0:
             raise ServingError(f"the recipe's Install failed: {installed.stderr}")

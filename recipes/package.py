@@ -196,20 +196,20 @@ def unpack_on_this_machine(package: Package, device: str | Path, triple: str) ->
 
 
 def install_on_this_machine(
-    package: Package, device: str | Path, work: str | Path, triple: str, python3: str
+    recipe_path: Path, device: str | Path, work: str | Path, triple: str, python3: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the inference recipe's Install script for ``triple`` as a Nucleus would (``sh -c``
-    in the work folder ``work``), on the runtime that unpack_on_this_machine put in ``device``
-    (its {artifacts:decompressedPath}/<zip folder>), with ``python3`` as the device's python3.
+    """Run the Install script of the inference recipe at ``recipe_path`` for ``triple`` as a
+    Nucleus would (``sh -c`` in the work folder ``work``), on the runtime zip's contents in
+    ``device`` (its {artifacts:decompressedPath}/<zip folder>; unpack_on_this_machine puts them
+    there), with ``python3`` as the device's python3.
 
     What Install leaves in ``work`` (the runtime's bytecode, README "Memory") serves a server
     started with PYTHONPYCACHEPREFIX=<work>/pycache, as the recipe's Run starts it.
     """
     import yaml
 
-    assert package.runtime is not None
     folder = f"edgeboost-runtime-{triple}"
-    recipe = yaml.safe_load(package.runtime.recipe.read_text())
+    recipe = yaml.safe_load(recipe_path.read_text())
     (manifest,) = (
         m for m in recipe["Manifests"] if m["Artifacts"][0]["Uri"].endswith(f"/{folder}.zip")
     )
@@ -266,13 +266,8 @@ def _package_model(
         "Version": version,
     }
     recipe["Manifests"] = manifests
-    _write_recipe(recipe_path, recipe)
     component = Component(name, version, recipe_path, zips)
-    if not gdk:
-        return component
-    command = _gdk_build_command(bundle, options, "model")
-    project = _write_gdk(output, component, options, command)
-    return dataclasses.replace(component, gdk_project=project)
+    return _write_component(recipe, component, bundle, options, output, "model" if gdk else None)
 
 
 def _package_runtime(
@@ -311,11 +306,24 @@ def _package_runtime(
     recipe = _fill(_template("inference.yaml"), values)
     recipe["ComponentConfiguration"]["DefaultConfiguration"].update(_server_settings())
     recipe["Manifests"] = manifests
-    _write_recipe(recipe_path, recipe)
     component = Component(name, version, recipe_path, zips)
-    if not gdk:
+    return _write_component(recipe, component, bundle, options, output, "runtime" if gdk else None)
+
+
+def _write_component(
+    recipe: dict[str, Any],
+    component: Component,
+    bundle: Path,
+    options: ComponentOptions,
+    output: Path,
+    gdk_part: str | None,
+) -> Component:
+    """Write the component's recipe; with ``gdk_part`` ("model" or "runtime"), also its GDK
+    project, whose build command packages that part again."""
+    _write_recipe(component.recipe, recipe)
+    if gdk_part is None:
         return component
-    command = _gdk_build_command(bundle, options, "runtime")
+    command = _gdk_build_command(bundle, options, gdk_part)
     project = _write_gdk(output, component, options, command)
     return dataclasses.replace(component, gdk_project=project)
 

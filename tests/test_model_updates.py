@@ -11,6 +11,7 @@ import signal
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,27 @@ def wait_following(server: ServerProcess) -> None:
     wait_until(lambda: "component updates: " in server.stdout, 10, lambda: server.stdout)
 
 
+class Following:
+    """A server following the model component, a consumer of its replies, and the server's
+    exit status once the ``following`` block is left (SIGTERM)."""
+
+    def __init__(self, server: ServerProcess, consumer: Consumer) -> None:
+        self.server, self.consumer = server, consumer
+        self.status: int | None = None
+
+
+@contextmanager
+def following(device: Device, ipc_server: Any, logs: Path, *args: str) -> Iterator[Following]:
+    server = start_server(device, ipc_server, logs, *args)
+    run = Following(server, Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE))
+    try:
+        wait_following(server)
+        yield run
+    finally:
+        run.consumer.close()
+        run.status, _ = server.stop()
+
+
 def test_a_new_model_version_is_served_without_a_restart(
     deployed: tuple[Device, Any, dict[str, Any]],
     model_b: Path,
@@ -160,10 +182,8 @@ def test_a_new_model_version_is_served_without_a_restart(
     tmp_path: Path,
 ) -> None:
     device, ipc_server, _ = deployed
-    server = start_server(device, ipc_server, tmp_path, "--stats-interval", "3600")
-    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
-    try:
-        wait_following(server)
+    with following(device, ipc_server, tmp_path, "--stats-interval", "3600") as run:
+        server, consumer = run.server, run.consumer
         pid = server.pid
         sent = 0
 
@@ -180,9 +200,7 @@ def test_a_new_model_version_is_served_without_a_restart(
         send(40)
         replies = consumer.wait_for(sent, timeout=10)
         assert server.pid == pid and server.process is not None and server.process.poll() is None
-    finally:
-        consumer.close()
-        status, _ = server.stop()
+    status = run.status
     a, b = Model.load(named_bundle[0]), Model.load(model_b)
     by_id = sorted(replies, key=lambda reply: reply["id"])
     assert [r["id"] for r in by_id] == list(range(sent)), "a request was lost or answered twice"
@@ -205,10 +223,8 @@ def test_a_new_version_that_fails_verification_is_refused(
     deployed: tuple[Device, Any, dict[str, Any]], model_b: Path, tmp_path: Path
 ) -> None:
     device, ipc_server, first = deployed
-    server = start_server(device, ipc_server, tmp_path)
-    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
-    try:
-        wait_following(server)
+    with following(device, ipc_server, tmp_path) as run:
+        server, consumer = run.server, run.consumer
         second = device.package(model_b, "2.0.0", tmp_path / "b")
         library = next((device.models / "2.0.0").rglob("libmodel.so"))
         data = bytearray(library.read_bytes())
@@ -218,9 +234,7 @@ def test_a_new_version_that_fails_verification_is_refused(
         wait_until(lambda: "refused the new model" in server.stderr, 5, lambda: server.stderr)
         consumer.publish(REQUEST, request("after", [ROW]))
         (reply,) = consumer.wait_for(1, timeout=5)
-    finally:
-        consumer.close()
-        status, _ = server.stop()
+    status = run.status
     assert reply["model"]["sha256"] == first["ModelSha256"]  # the old model serves on
     assert "sha256 is" in server.stderr  # the reason, with both hashes
     assert server.last_stats()["model_refused"] == 1 and status == 0
@@ -230,10 +244,8 @@ def test_a_topic_change_moves_the_subscription_unless_refused(
     deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     device, ipc_server, _ = deployed
-    server = start_server(device, ipc_server, tmp_path)
-    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
-    try:
-        wait_following(server)
+    with following(device, ipc_server, tmp_path) as run:
+        server, consumer = run.server, run.consumer
         update_configuration(ipc_server, SERVER, {"RequestTopic": MOVED})
         wait_until(lambda: f"subscribed to {MOVED}" in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("old topic", [ROW]))
@@ -244,9 +256,7 @@ def test_a_topic_change_moves_the_subscription_unless_refused(
         wait_until(lambda: "kept the subscriptions" in server.stderr, 5, lambda: server.stderr)
         consumer.publish(MOVED, request("still", [ROW]))
         replies = consumer.wait_for(2, timeout=5)
-    finally:
-        consumer.close()
-        status, _ = server.stop()
+    status = run.status
     assert moved["id"] == "new topic" and "predictions" in moved
     assert [r["id"] for r in replies] == ["new topic", "still"]  # never the old topic's
     assert "not/granted" in server.stderr and status == 0
@@ -256,10 +266,8 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
     deployed: tuple[Device, Any, dict[str, Any]], tmp_path: Path
 ) -> None:
     device, ipc_server, _ = deployed
-    server = start_server(device, ipc_server, tmp_path)
-    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
-    try:
-        wait_following(server)
+    with following(device, ipc_server, tmp_path) as run:
+        server, consumer = run.server, run.consumer
         if ipc_server.kind == "broker":  # nucleus lite refuses UpdateState for services it
             # did not start itself (its gghealthd keeps states through systemd)
             log = ipc_server.log_path
@@ -269,9 +277,7 @@ def test_limits_apply_live_and_the_state_reaches_the_ipc_server(
         wait_until(lambda: "max rows 2," in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("after", [ROW] * 3))
         before, after = consumer.wait_for(2, timeout=5)
-    finally:
-        consumer.close()
-        status, _ = server.stop()
+    status = run.status
     assert before["id"] == "before" and len(before["predictions"]) == 3
     assert after["id"] == "after" and after["error"]["code"] == "too_large"
     assert "queue 8," in server.stdout and status == 0
@@ -284,10 +290,8 @@ def test_component_updates_where_the_ipc_server_serves_them(
     lets it go on at once; nucleus lite does not serve SubscribeToComponentUpdates: one line
     says so, and the server serves on."""
     device, ipc_server, _ = deployed
-    server = start_server(device, ipc_server, tmp_path)
-    consumer = Consumer(ipc_server.env(CONSUMER)).subscribe(RESPONSE)
-    try:
-        wait_following(server)
+    with following(device, ipc_server, tmp_path) as run:
+        server, consumer = run.server, run.consumer
         if ipc_server.kind == "broker":
             log = ipc_server.log_path
             wait_until(lambda: f"component {NAME} reported state RUNNING" in log.read_text(), 5)
@@ -304,9 +308,7 @@ def test_component_updates_where_the_ipc_server_serves_them(
             wait_until(lambda: line in server.stdout, 5, lambda: server.stdout)
         consumer.publish(REQUEST, request("served", [ROW]))
         (reply,) = consumer.wait_for(1, timeout=5)
-    finally:
-        consumer.close()
-        status, _ = server.stop()
+    status = run.status
     assert reply["id"] == "served" and "predictions" in reply
     assert status == 0, server.stderr
 

@@ -24,7 +24,12 @@ import yaml
 from edgeboost.cli import main
 from edgeboost.compile.errors import PackagingError
 from edgeboost.compile.runtime_tree import runtime_files
-from edgeboost.recipes import MAX_RECIPE_BYTES, ComponentOptions, package_bundle
+from edgeboost.recipes import (
+    MAX_RECIPE_BYTES,
+    ComponentOptions,
+    install_on_this_machine,
+    package_bundle,
+)
 from edgeboost.runtime import IntegrityError, Model
 from edgeboost.runtime.targets import (
     MIN_PYTHON,
@@ -273,27 +278,12 @@ def _run_install(output: Path, triple: str, tmp_path: Path) -> subprocess.Comple
     """Run the Install script of ``triple``'s manifest as a Nucleus would (sh -c, after
     unpacking the zip), with this interpreter as python3."""
     folder = f"edgeboost-runtime-{triple}"
-    (manifest,) = (
-        m
-        for m in _recipe(output)["Manifests"]
-        if m["Artifacts"][0]["Uri"].endswith(f"/{folder}.zip")
-    )
-    artifacts, work, bin_dir = tmp_path / "artifacts", tmp_path / "work", tmp_path / "bin"
+    artifacts, work = tmp_path / "artifacts", tmp_path / "work"
     with zipfile.ZipFile(output / "artifacts" / NAME / VERSION / f"{folder}.zip") as z:
         z.extractall(artifacts / folder)
     work.mkdir()
-    bin_dir.mkdir()
-    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    (bin_dir / "python3").chmod(0o755)
-    script = manifest["Lifecycle"]["Install"]["Script"]
-    script = script.replace("{artifacts:decompressedPath}", str(artifacts))
-    script = script.replace("{work:path}", str(work))
-    return subprocess.run(
-        ["sh", "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
-    )
+    recipe = output / "recipes" / f"{NAME}-{VERSION}.yaml"
+    return install_on_this_machine(recipe, artifacts / folder, work, triple, sys.executable)
 
 
 def test_install_accepts_the_host_zip(packaged: Path, tmp_path: Path) -> None:
