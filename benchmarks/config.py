@@ -123,7 +123,7 @@ class BenchConfig:
 
 
 def full_config() -> BenchConfig:
-    """The published run, about 12-14 minutes on 2 cores: the wine and 400x6 models with both
+    """The published run, about 7 minutes on 2 cores: the wine and 400x6 models with both
     backends on every target and every engine, the 1000x8 model with the kernel backend on this
     machine and five engines (see LARGE)."""
     return BenchConfig(mode="full")
