@@ -42,10 +42,10 @@ from typing import Any
 
 from edgeboost.broker.policy import PUBSUB_DESTINATION, ComponentPolicy
 from edgeboost.broker.server import SOCKET_ENV, TOKEN_ENV
+from edgeboost.caches import cache_dir
 
 SOURCE_ENV = "EDGEBOOST_GGL_SOURCE"  # the tarball, when not passed
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeboost"
-CACHE = CACHE / "greengrass-lite"
+CACHE = cache_dir("greengrass-lite")
 DAEMONS = ("ggconfigd", "ggpubsubd", "ggipcd")
 SHIM_SOURCE = Path(__file__).with_name("ggl_unit_shim.c")
 TOKEN_CLIENT = "edgeboost.broker.ggl_token"

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeboost.caches import cache_dir
 from edgeboost.runtime.targets import TARGETS, host_target
 
 from .debian import DEFAULT_SUITE, SUITES, DebPackage, PrivateApt
@@ -175,11 +176,7 @@ def _cross_compiler(triple: str) -> str:
 
 def default_cache_dir() -> Path:
     """$EDGEBOOST_EMULATION_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/edgeboost/emulation."""
-    explicit = os.environ.get(CACHE_ENV_VAR)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgeboost" / "emulation"
+    return cache_dir("emulation", CACHE_ENV_VAR)
 
 
 def build_driver(triple: str, cache_dir: str | Path | None = None) -> Path:

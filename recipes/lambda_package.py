@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeboost import __version__
+from edgeboost.caches import cache_dir
 from edgeboost.compile.errors import MissingExtraError, PackagingError, ToolchainError
 from edgeboost.compile.runtime_tree import runtime_files
 from edgeboost.runtime.lambda_handler import BUNDLE_ENV_VAR
@@ -175,11 +176,7 @@ def package_lambda(
 
 def default_wheel_cache() -> Path:
     """$EDGEBOOST_LAMBDA_WHEELS, else $XDG_CACHE_HOME (or ~/.cache)/edgeboost/lambda-wheels."""
-    explicit = os.environ.get(WHEEL_CACHE_ENV_VAR)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgeboost" / "lambda-wheels"
+    return cache_dir("lambda-wheels", WHEEL_CACHE_ENV_VAR)
 
 
 def cffi_wheel(runtime: str, architecture: str, cache: str | Path | None = None) -> Path:

@@ -8,18 +8,22 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeboost.runtime.eventstream import (
     PRELUDE_SIZE,
     Header,
     Message,
+    MessageFlag,
     MessageType,
     decode_message,
     encode_message,
 )
 
-__all__ = ["Closed", "Frame", "RawIpc", "frame_bytes"]
+if TYPE_CHECKING:
+    from edgeboost.broker import Broker
+
+__all__ = ["Closed", "Frame", "RawIpc", "connected", "frame_bytes"]
 
 PROTOCOL_VERSION = "0.1.0"
 
@@ -187,3 +191,10 @@ class RawIpc:
             raw = bytes(self._buffer[:total])
             del self._buffer[:total]
             self._frames.append(Frame(raw, decode_message(raw)))
+
+
+def connected(broker: Broker, token: str) -> RawIpc:
+    """A connection to ``broker``, logged in with ``token`` (the test fails if refused)."""
+    client = RawIpc(str(broker.socket_path))
+    assert client.connect(token).flags == MessageFlag.CONNECTION_ACCEPTED
+    return client

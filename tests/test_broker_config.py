@@ -31,7 +31,7 @@ from .conftest import need
 from .greengrass_lite import MODEL, STRANGER, TALKER
 from .ipc_client import ipc
 from .ipc_servers import BROKER, LITE, IpcServer
-from .raw_ipc import Frame, RawIpc, frame_bytes
+from .raw_ipc import Frame, RawIpc, connected, frame_bytes
 
 GET = "aws.greengrass#GetConfiguration"
 UPDATE = "aws.greengrass#UpdateConfiguration"
@@ -418,12 +418,6 @@ def broker() -> Iterator[Broker]:
         Broker(Path(folder) / "ipc.sock", COMPONENTS, configurations=DEFAULTS) as running,
     ):
         yield running
-
-
-def connected(broker: Broker, token: str) -> RawIpc:
-    client = RawIpc(broker.socket_path)
-    assert client.connect(token).flags == MessageFlag.CONNECTION_ACCEPTED
-    return client
 
 
 def test_a_watch_ends_with_its_stream(broker: Broker) -> None:

@@ -25,7 +25,7 @@ from .conftest import need
 from .greengrass_lite import TALKER
 from .ipc_client import ipc
 from .ipc_servers import BROKER, IpcServer
-from .raw_ipc import Frame, RawIpc
+from .raw_ipc import Frame, RawIpc, connected
 
 SUBSCRIBE = "aws.greengrass#SubscribeToComponentUpdates"
 DEFER = "aws.greengrass#DeferComponentUpdate"
@@ -121,12 +121,6 @@ def broker() -> Iterator[Broker]:
         Broker(Path(folder) / "ipc.sock", COMPONENTS) as running,
     ):
         yield running
-
-
-def connected(broker: Broker, token: str) -> RawIpc:
-    client = RawIpc(broker.socket_path)
-    assert client.connect(token).flags == MessageFlag.CONNECTION_ACCEPTED
-    return client
 
 
 def test_defer_arguments(broker: Broker) -> None:
